@@ -1,0 +1,1 @@
+"""Benchmark suites (YAML + loaders), installed as ``tdm_r1.benchmarks``."""

@@ -1,0 +1,158 @@
+"""The ``tdmbench`` command line (typer).
+
+Commands stay thin: parse, build a config, call a library function. Every heavy import happens
+inside a command body, so ``tdmbench --help`` imports neither torch nor any reward backend.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from tdm_r1 import __version__
+from tdm_r1.errors import TdmError
+
+app = typer.Typer(
+    name="tdmbench",
+    help="Benchmark, evaluate and RL-train (TDM-R1) few-step text-to-image models.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Official benchmark prompt files (downloaded by sha256).", no_args_is_help=True)
+weights_app = typer.Typer(help="Model weights each reward and model needs.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(weights_app, name="weights")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# Shared options, defined once.
+RewardOpt = Annotated[
+    list[str],
+    typer.Option("--reward", "-r", help="Reward name, optionally weighted: ocr, ocr=0.7 (repeatable)."),
+]
+RewardOptionOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--reward-option",
+        help="Reward constructor option REWARD.KEY=VALUE, e.g. pickscore.model_path=/models/PickScore_v1.",
+    ),
+]
+SetOpt = Annotated[list[str], typer.Option("--set", help="Config override KEY=VALUE with dotted keys.")]
+DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: cuda if available).")]
+
+
+def friendly_errors(fn: F) -> F:
+    """Show tdmbench's own errors as one clear line (exit code 2) instead of a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except TdmError as exc:
+            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(code=2) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tdmbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def parse_reward_options(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["pickscore.model_path=/x"]`` -> ``{"pickscore": {"model_path": "/x"}}``."""
+    from tdm_r1.config import parse_override
+    from tdm_r1.errors import ConfigError
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, value = parse_override(item)
+        reward, _, opt = key.partition(".")
+        if not opt:
+            raise ConfigError(f"--reward-option {item!r} must look like REWARD.KEY=VALUE")
+        out.setdefault(reward, {})[opt] = value
+    return out
+
+
+# ---------------------------------------------------------------------------------------- ls
+@app.command("ls")
+@friendly_errors
+def ls_cmd(
+    kind: Annotated[str, typer.Argument(help="rewards | models | benchmarks | data | weights")],
+) -> None:
+    """List registered rewards, models, benchmarks, data files or weight files."""
+    from tdm_r1 import listing
+
+    typer.echo(listing.render(kind))
+
+
+# -------------------------------------------------------------------------------------- data
+@data_app.command("fetch")
+@friendly_errors
+def data_fetch(
+    names: Annotated[list[str] | None, typer.Argument(help="Data file names (default: all).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Download again even if present.")] = False,
+) -> None:
+    """Download official prompt files into the data dir ($TDMBENCH_DATA_DIR) and check sha256."""
+    from tdm_r1 import data
+
+    for name in names or list(data.DATA_FILES):
+        path = data.fetch(name, force=force)
+        typer.echo(f"{name}: {path}")
+
+
+@data_app.command("list")
+@friendly_errors
+def data_list() -> None:
+    """Show each data file, its sha256 and whether it is present."""
+    from tdm_r1 import listing
+
+    typer.echo(listing.render("data"))
+
+
+# ----------------------------------------------------------------------------------- weights
+@weights_app.command("list")
+@friendly_errors
+def weights_list() -> None:
+    """List the weight files of every reward and model: hub id, file, size, local status."""
+    from tdm_r1 import listing
+
+    typer.echo(listing.render("weights"))
+
+
+@weights_app.command("download")
+@friendly_errors
+def weights_download(keys: Annotated[list[str], typer.Argument(help="Weight keys (see `weights list`).")]) -> None:
+    """Download weight files into the Hugging Face cache (needs internet access)."""
+    from tdm_r1 import listing, weights
+
+    listing.load_all_manifests()
+    for key in keys:
+        if key not in weights.MANIFEST:
+            raise TdmError(f"unknown weight key {key!r}; see `tdmbench weights list`")
+        typer.echo(f"{key}: {weights.download(weights.MANIFEST[key])}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,94 @@
+"""Text tables for ``tdmbench ls`` (rewards, models, benchmarks, data, weights)."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from tdm_r1.errors import UnknownNameError
+
+#: Modules that declare weight files at import time (see ``tdm_r1.weights.declare``).
+MANIFEST_MODULES: tuple[str, ...] = ("tdm_r1.rewards", "tdm_r1.models.presets")
+
+
+def load_all_manifests() -> None:
+    from tdm_r1.registry import REWARDS
+
+    for module in MANIFEST_MODULES:
+        importlib.import_module(module)
+    for entry in REWARDS.entries():  # reward modules declare their files when imported
+        _ = entry.obj
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "(none)"
+    from tabulate import tabulate
+
+    return tabulate(rows, headers="keys", tablefmt="github")
+
+
+def render(kind: str) -> str:
+    kind = kind.strip().lower().rstrip("s")
+    if kind == "reward":
+        from tdm_r1.registry import REWARDS
+
+        rows = []
+        for e in REWARDS.entries():
+            cls = e.obj
+            rows.append(
+                {
+                    "name": e.name,
+                    "aliases": ", ".join(e.aliases),
+                    "version": getattr(cls, "version", ""),
+                    "better": "higher" if getattr(cls, "higher_is_better", True) else "lower",
+                    "scale": getattr(cls, "scale", ""),
+                }
+            )
+        return _table(rows)
+    if kind == "model":
+        from tdm_r1.registry import MODELS
+
+        rows = []
+        for e in MODELS.entries():
+            describe = getattr(e.obj, "describe", None)
+            rows.append({"name": e.name, **(describe() if callable(describe) else {})})
+        return _table(rows)
+    if kind == "benchmark":
+        from tdm_r1.registry import BENCHMARKS
+
+        rows = []
+        for e in BENCHMARKS.entries():
+            describe = getattr(e.obj, "describe", None)
+            rows.append({"name": e.name, **(describe() if callable(describe) else {})})
+        return _table(rows)
+    if kind == "data":
+        from tdm_r1 import data
+        from tdm_r1.errors import MissingDataError
+
+        rows = []
+        for f in data.DATA_FILES.values():
+            try:
+                data.data_path(f.name)
+                state = "ok"
+            except MissingDataError as exc:
+                state = "corrupt" if "sha256" in str(exc) else "missing"
+            rows.append({"name": f.name, "file": f.relpath, "state": state, "sha256": f.sha256[:12]})
+        return _table(rows)
+    if kind == "weight":
+        from tdm_r1 import weights
+
+        load_all_manifests()
+        rows = [
+            {
+                "key": w.key,
+                "hub id": w.hub_id,
+                "file": w.filename or "(repository)",
+                "size": w.size,
+                "status": weights.status(w),
+                "local path via": f"{w.option} / ${w.env}",
+            }
+            for w in sorted(weights.MANIFEST.values(), key=lambda w: w.key)
+        ]
+        return _table(rows)
+    raise UnknownNameError(f"cannot list {kind!r}: choose rewards, models, benchmarks, data or weights")

@@ -1,0 +1,1 @@
+"""Registered model presets (filled in by the model-adapter work)."""

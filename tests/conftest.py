@@ -1,0 +1,30 @@
+"""Test setup: offline hub, shared benchmark data, a private cache per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TDMBENCH_CACHE", str(tmp_path_factory.getbasetemp() / "tdmbench-cache"))
+
+
+@pytest.fixture
+def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The official prompt files beside the checkout (``../shared/data``)."""
+    if not (SHARED_DATA / "geneval" / "evaluation_metadata.jsonl").is_file():
+        pytest.skip(f"official prompt files not found at {SHARED_DATA}")
+    monkeypatch.setenv("TDMBENCH_DATA_DIR", str(SHARED_DATA))
+    return SHARED_DATA
