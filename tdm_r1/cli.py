@@ -10,7 +10,6 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -143,7 +142,9 @@ def weights_list() -> None:
 
 @weights_app.command("download")
 @friendly_errors
-def weights_download(keys: Annotated[list[str], typer.Argument(help="Weight keys (see `weights list`).")]) -> None:
+def weights_download(
+    keys: Annotated[list[str], typer.Argument(help="Weight keys (see `weights list`).")],
+) -> None:
     """Download weight files into the Hugging Face cache (needs internet access)."""
     from tdm_r1 import listing, weights
 

@@ -151,7 +151,9 @@ def fetch(name: str, *, force: bool = False, timeout: float = 30.0) -> Path:
     got = sha256_of(tmp_path)
     if got != f.sha256:
         tmp_path.unlink(missing_ok=True)
-        raise MissingDataError(f"downloaded {name!r} has sha256 {got}, expected {f.sha256}; nothing was saved")
+        raise MissingDataError(
+            f"downloaded {name!r} has sha256 {got}, expected {f.sha256}; nothing was saved"
+        )
     os.replace(tmp_path, dest)
     return dest
 

@@ -64,7 +64,9 @@ class Registry(Generic[T]):
                     f"{self.kind} name {key!r} is already registered by {self._entries[self._alias[key]].origin}"
                 )
         origin = _origin(obj)
-        self._entries[name] = Entry(name=name, obj=obj, aliases=tuple(aliases), origin=origin, meta=dict(meta))
+        self._entries[name] = Entry(
+            name=name, obj=obj, aliases=tuple(aliases), origin=origin, meta=dict(meta)
+        )
         for key in (name, *aliases):
             self._alias[key] = name
 

@@ -109,7 +109,7 @@ def download(wf: WeightFile) -> Path:
 
 
 def status(wf: WeightFile) -> str:
-    """"local" (env var), "cached" (HF cache) or "missing"; never touches the network."""
+    """ "local" (env var), "cached" (HF cache) or "missing"; never touches the network."""
     env = os.environ.get(wf.env)
     if env and Path(env).expanduser().exists():
         return "local"

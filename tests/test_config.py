@@ -32,7 +32,12 @@ class Cfg:
 def test_precedence_yaml_then_set_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("group_size: 4\noptim:\n  lr: 1.0e-3\n")
-    cfg = load_config(Cfg, yaml_path=path, overrides=["optim.lr=2e-3", "group_size=6"], flags={"group_size": 12, "name": None})
+    cfg = load_config(
+        Cfg,
+        yaml_path=path,
+        overrides=["optim.lr=2e-3", "group_size=6"],
+        flags={"group_size": 12, "name": None},
+    )
     assert cfg.group_size == 12  # flag beats --set beats yaml
     assert cfg.optim.lr == pytest.approx(2e-3)  # --set beats yaml
     assert cfg.name == "run"  # None flag = not given

@@ -23,7 +23,12 @@ def test_rounding_matches_the_field_convention() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    [torch.zeros(3, 4, 4), torch.zeros(1, 4, 4, 4), torch.zeros(1, 3, 4, 4, dtype=torch.uint8), torch.full((1, 3, 2, 2), -1.0)],
+    [
+        torch.zeros(3, 4, 4),
+        torch.zeros(1, 4, 4, 4),
+        torch.zeros(1, 3, 4, 4, dtype=torch.uint8),
+        torch.full((1, 3, 2, 2), -1.0),
+    ],
 )
 def test_bad_images_raise(bad: torch.Tensor) -> None:
     with pytest.raises(ShapeError):

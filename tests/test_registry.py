@@ -36,9 +36,7 @@ def test_collisions_and_bad_names_are_errors() -> None:
 
 def test_builtins_module_is_imported_on_first_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     reg: Registry[str] = Registry("thing", builtins=("tdm_fake_builtins",))
-    (tmp_path / "tdm_fake_builtins.py").write_text(
-        "import tests_registry_target as t\nt.REG.add('x', 'X')\n"
-    )
+    (tmp_path / "tdm_fake_builtins.py").write_text("import tests_registry_target as t\nt.REG.add('x', 'X')\n")
     target = type(sys)("tests_registry_target")
     target.REG = reg
     monkeypatch.setitem(sys.modules, "tests_registry_target", target)
