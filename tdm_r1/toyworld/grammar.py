@@ -1,0 +1,196 @@
+"""Prompts of the toy world, in GenEval format, deterministic given a seed.
+
+Tasks: the six GenEval tasks over the toy classes and colours (``single_object``, ``two_object``,
+``counting``, ``colors``, ``position``, ``color_attr``) and ``text`` (``a sign that says "CAT"``).
+Every prompt carries GenEval metadata (``tag``, ``include``, ``exclude``) or ``target_text``.
+
+Train / test split. The two compositional tasks hold out prompts: half of the ``position``
+prompts and a quarter of the ``color_attr`` prompts appear only in the test split (a model must
+compose what it learned). The other tasks have too few distinct prompts to hold any out (there
+are three single-object prompts), so their test cases differ from training only by seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from typing import Any
+
+from tdm_r1.toyworld.world import CLASSES, COLORS, NUMBERS, RELATIONS, WORDS, article, plural
+
+GENEVAL_TASKS: tuple[str, ...] = (
+    "single_object",
+    "two_object",
+    "counting",
+    "colors",
+    "position",
+    "color_attr",
+)
+TASKS: tuple[str, ...] = (*GENEVAL_TASKS, "text")
+
+#: Fraction of distinct prompts held out for the test split, per task.
+HOLDOUT: dict[str, float] = {"position": 0.5, "color_attr": 0.25}
+
+#: Evaluation cases per GenEval task in the test benchmark (prompts cycle to fill them).
+CASES_PER_TASK = 48
+#: Evaluation cases of the text task (each word 4 times).
+TEXT_CASES = 4 * len(WORDS)
+
+
+def _obj(
+    cls: str, count: int = 1, color: str | None = None, position: list[Any] | None = None
+) -> dict[str, Any]:
+    clause: dict[str, Any] = {"class": cls, "count": count}
+    if color is not None:
+        clause["color"] = color
+    if position is not None:
+        clause["position"] = position
+    return clause
+
+
+def _all_prompts(task: str, *, counts: tuple[int, ...]) -> Iterator[dict[str, Any]]:
+    """Every distinct prompt of a task, in a fixed order."""
+    if task == "single_object":
+        for c in CLASSES:
+            yield {"tag": task, "include": [_obj(c)], "prompt": f"a photo of {article(c)} {c}"}
+    elif task == "two_object":
+        for a in CLASSES:
+            for b in CLASSES:
+                if a != b:
+                    yield {
+                        "tag": task,
+                        "include": [_obj(a), _obj(b)],
+                        "prompt": f"a photo of {article(a)} {a} and {article(b)} {b}",
+                    }
+    elif task == "counting":
+        for c in CLASSES:
+            for n in counts:
+                noun = c if n == 1 else plural(c)
+                yield {
+                    "tag": task,
+                    "include": [_obj(c, n)],
+                    "exclude": [_obj(c, n + 1)],
+                    "prompt": f"a photo of {NUMBERS[n]} {noun}",
+                }
+    elif task == "colors":
+        for c in CLASSES:
+            for col in COLORS:
+                yield {
+                    "tag": task,
+                    "include": [_obj(c, color=col)],
+                    "prompt": f"a photo of {article(col)} {col} {c}",
+                }
+    elif task == "position":
+        for a in CLASSES:
+            for b in CLASSES:
+                if a == b:
+                    continue
+                for rel in RELATIONS:
+                    # GenEval: clause 0 is the reference object B, clause 1 is A with position [rel, 0].
+                    yield {
+                        "tag": task,
+                        "include": [_obj(b), _obj(a, position=[rel, 0])],
+                        "prompt": f"a photo of {article(a)} {a} {rel} {article(b)} {b}",
+                    }
+    elif task == "color_attr":
+        for a in CLASSES:
+            for b in CLASSES:
+                if a == b:
+                    continue
+                for ca in COLORS:
+                    for cb in COLORS:
+                        if ca == cb:
+                            continue
+                        yield {
+                            "tag": task,
+                            "include": [_obj(a, color=ca), _obj(b, color=cb)],
+                            "prompt": f"a photo of {article(ca)} {ca} {a} and {article(cb)} {cb} {b}",
+                        }
+    elif task == "text":
+        for w in WORDS:
+            yield {"tag": task, "target_text": w, "prompt": f'a sign that says "{w}"'}
+    else:
+        raise ValueError(f"unknown toy task {task!r}; valid: {', '.join(TASKS)}")
+
+
+def _is_held_out(prompt: str, fraction: float) -> bool:
+    digest = hashlib.sha256(prompt.encode()).digest()
+    return int.from_bytes(digest[:4], "big") / 2**32 < fraction
+
+
+def task_prompts(task: str, split: str) -> list[dict[str, Any]]:
+    """Distinct prompts of ``task`` in ``split`` ("train" | "test"), in a fixed order."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    counts = (1, 2, 3, 4) if split == "train" else (2, 3, 4)
+    prompts = list(_all_prompts(task, counts=counts))
+    frac = HOLDOUT.get(task)
+    if frac is None:
+        return prompts
+    return [p for p in prompts if _is_held_out(p["prompt"], frac) == (split == "test")]
+
+
+def benchmark_prompts(
+    task: str, split: str = "test", n: int | None = None, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Evaluation cases with stable ids: ``task`` is "geneval" (all six tasks) or "ocr" (text).
+
+    Prompts cycle (in a seeded order) to fill :data:`CASES_PER_TASK` cases per GenEval task, so
+    every task weighs the same number of images whatever its number of distinct prompts.
+    """
+    if task == "geneval":
+        tasks, per_task = GENEVAL_TASKS, CASES_PER_TASK
+    elif task in ("ocr", "text"):
+        tasks, per_task = ("text",), TEXT_CASES
+    else:
+        raise ValueError(f"toy benchmark task must be 'geneval' or 'ocr', got {task!r}")
+    rng = random.Random(f"{seed}-{split}-{task}")
+    cases: list[dict[str, Any]] = []
+    for t in tasks:
+        prompts = task_prompts(t, split)
+        order = list(range(len(prompts)))
+        rng.shuffle(order)
+        for k in range(per_task):
+            case = dict(prompts[order[k % len(order)]])
+            case["id"] = f"{t}-{k:03d}"
+            cases.append(case)
+    return cases[:n] if n is not None else cases
+
+
+#: Task weights for training prompts (teacher / distillation data and RL).
+TEACHER_TASK_WEIGHTS: dict[str, float] = {
+    "single_object": 1.0,
+    "two_object": 1.0,
+    "counting": 1.5,
+    "colors": 1.0,
+    "position": 1.5,
+    "color_attr": 1.5,
+    "text": 2.0,
+}
+
+
+class PromptSampler:
+    """Infinite seeded stream of training prompts with task weights."""
+
+    def __init__(self, split: str = "train", weights: dict[str, float] | None = None, seed: int = 0) -> None:
+        weights = dict(weights or TEACHER_TASK_WEIGHTS)
+        unknown = set(weights) - set(TASKS)
+        if unknown:
+            raise ValueError(f"unknown toy tasks {sorted(unknown)}; valid: {', '.join(TASKS)}")
+        self.tasks = [t for t, w in weights.items() if w > 0]
+        self.weights = [weights[t] for t in self.tasks]
+        self.prompts = {t: task_prompts(t, split) for t in self.tasks}
+        self.rng = random.Random(seed)
+
+    def sample(self, n: int) -> list[dict[str, Any]]:
+        out = []
+        for t in self.rng.choices(self.tasks, weights=self.weights, k=n):
+            out.append(dict(self.rng.choice(self.prompts[t])))
+        return out
+
+    def state(self) -> object:
+        return self.rng.getstate()
+
+    def set_state(self, state: Any) -> None:
+        self.rng.setstate(state)
