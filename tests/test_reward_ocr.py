@@ -4,13 +4,13 @@ import math
 import pickle
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw, ImageFont
+from _render import sign
+from PIL import Image
 
 from tdm_r1.errors import MissingExtraError
 from tdm_r1.images import from_pil
@@ -24,20 +24,6 @@ from tdm_r1.rewards.ocr import (
     parse_paddle_result,
     recognized_text,
 )
-
-FONT = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf")
-
-
-def sign(word: str, size: int = 256, font_size: int = 40) -> Image.Image:
-    """Black text centred on a white square."""
-    im = Image.new("RGB", (size, size), "white")
-    draw = ImageDraw.Draw(im)
-    font = (
-        ImageFont.truetype(str(FONT), font_size) if FONT.is_file() else ImageFont.load_default(size=font_size)
-    )
-    width = draw.textlength(word, font=font)
-    draw.text(((size - width) / 2, (size - font_size) / 2), word, fill="black", font=font)
-    return im
 
 
 # ----------------------------------------------------------------------------- pure core
