@@ -20,11 +20,14 @@ A detection is ``{"class": str, "box": [x0, y0, x1, y1] (pixels), "score": float
 "color": str | None}``; ``color`` is the detector's colour label (one of :data:`COLORS`), needed
 only for classes that an include clause asks a colour of.
 
-The reward runs a detector backend (:data:`DETECTOR_BACKENDS`) and scores its detections. A
-detector class is constructed as ``cls(device=..., min_score=..., **options)`` (``min_score`` is
-the lowest confidence the rules can use; a backend may drop detections below it) and implements
-the :class:`Detector` protocol. It must accept ``**options`` it does not know only if it wants to
-ignore them; the built-in ones reject unknown options with a clear error.
+The reward runs a detector backend, chosen by name through :data:`DETECTOR_BACKENDS`
+(name -> ``"module:Class"``, imported on first use), and scores its detections. A detector class
+is constructed as ``cls(device=..., min_score=..., **options)``, where ``min_score`` is the lowest
+confidence the rules can use (a backend may drop detections below it) and ``options`` are the
+user's ``--reward-option geneval.KEY=VALUE`` entries that are not GenEval options; it implements
+the :class:`Detector` protocol. A new backend (e.g. the toy world's ``ShapeDetector`` in the
+``shapes`` slot) takes ``**options`` and ignores or rejects what it does not use; the built-in
+ones reject unknown options, which the reward reports as a ConfigError.
 """
 
 from __future__ import annotations

@@ -159,9 +159,10 @@ class OcrReward(Reward):
         workers: processes that read images in parallel (default ``os.cpu_count()``); 1 = serial,
             in this process. Each worker builds its own engine once and is reused across calls.
         text_score: RapidOCR's line-score floor (0.5, the PaddleOCR 2.x default).
-        threads: onnxruntime threads per engine (RapidOCR). Default: ``os.cpu_count() // workers``
-            in pool workers, onnxruntime's own default (all cores) in serial mode. On a busy
-            machine ``threads=1`` is often faster (onnxruntime's threads spin).
+        threads: onnxruntime threads per engine (RapidOCR); default ``max(1, os.cpu_count() // workers)``,
+            so that the engines together never oversubscribe the cores (1 with the default
+            ``workers``). On a busy machine ``threads=1`` is much faster than many threads even
+            with ``workers=1`` (onnxruntime's threads spin; see results/perf/rewards.md).
 
     Detail columns: ``recognized`` (raw concatenated text), ``target``, ``exact_match``,
     ``substring_match``, ``edit_similarity``, ``error`` (engine failure text, "" if none).
@@ -171,8 +172,8 @@ class OcrReward(Reward):
     version = "1"
     higher_is_better = True
     scale = (
-        "OCR accuracy 1 - min(edit distance, len(target))/len(target) on lower-cased space-free text, "
-        "0 if the target is a substring of the recognised text; in [0, 1]"
+        "OCR accuracy 1 - min(d, len(target))/len(target), d = 0 if the target is a substring of the recognised "
+        "text else their edit distance (lower-cased, ASCII spaces removed); in [0, 1]"
     )
     _start_method: ClassVar[str] = (
         "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -193,12 +194,11 @@ class OcrReward(Reward):
         self.backend = backend
         self.workers = workers
         self.version = f"1-{backend}"
-        self.threads = threads
+        self.threads = max(1, (os.cpu_count() or 1) // workers) if threads is None else int(threads)
         self._engine_options: dict[str, Any] = {}
         if backend == "rapidocr":
             self._engine_options["text_score"] = text_score
-            if threads is not None:
-                self._engine_options["threads"] = int(threads)
+            self._engine_options["threads"] = self.threads
         # Built eagerly so that a missing package fails at construction, not at the first batch.
         self._engine: OcrEngine | None = make_engine(backend, **self._engine_options)
         self._pool: ProcessPoolExecutor | None = None
@@ -232,8 +232,6 @@ class OcrReward(Reward):
     def _get_pool(self) -> ProcessPoolExecutor:
         if self._pool is None:
             options = dict(self._engine_options)
-            if self.backend == "rapidocr" and self.threads is None:  # no oversubscription across workers
-                options["threads"] = max(1, (os.cpu_count() or 1) // self.workers)
             self._pool = ProcessPoolExecutor(
                 max_workers=self.workers,
                 mp_context=multiprocessing.get_context(self._start_method),

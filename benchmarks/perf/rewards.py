@@ -114,7 +114,7 @@ def _ocr_setup(workers: int, threads: int | None = None) -> tuple[Callable[[], A
 
 @add_case(
     "ocr-serial",
-    "OCR reward, RapidOCR (PP-OCR ONNX), workers=1 (onnxruntime threads: all cores), 16 rendered 256x256 signs",
+    "OCR reward, RapidOCR (PP-OCR ONNX), workers=1 (threads = cpu count), 16 rendered 256x256 signs",
 )
 def ocr_serial() -> tuple[Callable[[], Any], int, Callable[[], None]]:
     return _ocr_setup(1)
