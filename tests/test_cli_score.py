@@ -100,3 +100,48 @@ def test_bad_inputs_are_clean_errors(tmp_path: Path) -> None:
         app, ["score", str(tmp_path / "imgs"), "-r", "ocr", "-m", str(tmp_path / "bad.jsonl"), "-o", "x.csv"]
     )
     assert result.exit_code == 2 and "bad.jsonl:2 is not valid JSON" in result.output
+
+
+class CarDetector:
+    """A stand-in GenEval backend: one red car in every image."""
+
+    def __init__(self, **options: object) -> None:
+        pass
+
+    def __call__(self, images, metadata):  # noqa: ANN001, ANN204
+        return [[{"class": "car", "box": [0, 0, 10, 10], "score": 0.95, "color": "red"}] for _ in metadata]
+
+
+def test_score_geneval_prints_task_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from tdm_r1.rewards import geneval
+
+    module = types.ModuleType("tdm_test_car_detector")
+    module.CarDetector = CarDetector  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tdm_test_car_detector", module)
+    monkeypatch.setitem(geneval.DETECTOR_BACKENDS, "cars", "tdm_test_car_detector:CarDetector")
+    root = tmp_path / "imgs"
+    root.mkdir()
+    metas = [
+        {"file": "a.png", "prompt": "a photo of a red car", "tag": "colors",
+         "include": [{"class": "car", "count": 1, "color": "red"}]},
+        {"file": "b.png", "prompt": "a photo of a blue car", "tag": "colors",
+         "include": [{"class": "car", "count": 1, "color": "blue"}]},
+        {"file": "c.png", "prompt": "a photo of two cars", "tag": "counting",
+         "include": [{"class": "car", "count": 2}], "exclude": [{"class": "car", "count": 3}]},
+    ]  # fmt: skip
+    for m in metas:
+        Image.new("RGB", (16, 16)).save(root / m["file"])
+    (tmp_path / "m.jsonl").write_text("\n".join(json.dumps(m) for m in metas))
+    out = tmp_path / "g.csv"
+    result = runner.invoke(
+        app, ["score", str(root), "-r", "geneval", "-m", str(tmp_path / "m.jsonl"), "-o", str(out),
+              "--reward-option", "geneval.backend=cars"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "GenEval counting 0.000, colors 0.500, overall 0.250" in result.output
+    df = pd.read_csv(out).set_index("file")
+    assert df.loc["b.png", "reason"] == "expected blue car>=1, found 0 blue; and 1 red"
+    assert df.loc["c.png", "partial"] == 0.5
