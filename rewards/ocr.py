@@ -22,6 +22,11 @@ Engines (``backend`` option): ``rapidocr`` (default; PP-OCR ONNX models shipped 
 ``rapidocr`` wheel, works offline) and ``paddleocr`` (PaddleOCR 2.9.1, Flow-GRPO's engine, for
 parity with the paper). Both keep lines scored >= 0.5 (PaddleOCR 2.x ``drop_score`` and RapidOCR
 ``text_score`` both default to 0.5) and run without the angle classifier, as Flow-GRPO does.
+
+Images are read in parallel by a pool of ``workers`` processes (forkserver, or spawn where
+forkserver is missing), each building its own engine once (:mod:`tdm_r1.ocr_engines`). As with any
+spawned pool, a script that calls the reward with ``workers > 1`` must guard its entry point with
+``if __name__ == "__main__":``.
 """
 
 from __future__ import annotations
@@ -58,6 +63,22 @@ from tdm_r1.registry import register_reward
 from tdm_r1.rewards.base import NAN_REASON, Reward, RewardOutput
 
 log = logging.getLogger(__name__)
+
+__all__ = [
+    "OCR_BACKENDS",
+    "Line",
+    "OcrEngine",
+    "OcrReward",
+    "PaddleOcrEngine",
+    "RapidOcrEngine",
+    "extract_target",
+    "make_engine",
+    "ocr_match",
+    "ocr_score",
+    "parse_paddle_result",
+    "read_image",
+    "recognized_text",
+]
 
 NO_TARGET = "no quoted target"
 EMPTY_TARGET = "empty quoted target"
@@ -104,23 +125,6 @@ def ocr_score(recognized: str, target: str) -> float:
     d = 0 if t in r else Levenshtein.distance(r, t)
     d = min(d, len(t))
     return 1.0 - d / len(t)
-
-
-__all__ = [
-    "OCR_BACKENDS",
-    "Line",
-    "OcrEngine",
-    "OcrReward",
-    "PaddleOcrEngine",
-    "RapidOcrEngine",
-    "extract_target",
-    "make_engine",
-    "ocr_match",
-    "ocr_score",
-    "parse_paddle_result",
-    "read_image",
-    "recognized_text",
-]
 
 
 @dataclass(frozen=True)
