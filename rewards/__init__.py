@@ -6,6 +6,7 @@ its heavy backend (onnxruntime, open_clip, transformers models...) in ``__init__
 
 from __future__ import annotations
 
+from tdm_r1.rewards import geneval, jpeg, ocr, vlm_judge  # noqa: F401  (registers the rewards)
 from tdm_r1.rewards.base import Reward, RewardOutput, WeightedSum, build_reward, parse_reward_specs
 
 __all__ = ["Reward", "RewardOutput", "WeightedSum", "build_reward", "parse_reward_specs"]

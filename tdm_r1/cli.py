@@ -10,6 +10,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -104,6 +105,47 @@ def ls_cmd(
     from tdm_r1 import listing
 
     typer.echo(listing.render(kind))
+
+
+# ------------------------------------------------------------------------------------- score
+@app.command("score")
+@friendly_errors
+def score_cmd(
+    images: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).")],
+    reward: RewardOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output CSV: one row per image.")],
+    metadata: Annotated[
+        Path | None,
+        typer.Option(
+            "--metadata", "-m", help="JSONL with file, prompt and reward fields (GenEval tag/include/...)."
+        ),
+    ] = None,
+    reward_option: RewardOptionOpt = [],  # noqa: B006 (typer needs a literal default)
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per reward call.")] = 8,
+    device: DeviceOpt = None,
+    allow_missing_metadata: Annotated[
+        bool,
+        typer.Option("--allow-missing-metadata", help='Score images without a metadata row with prompt "".'),
+    ] = False,
+) -> None:
+    """Score a folder of existing images with one or more rewards (no model needed)."""
+    import torch
+
+    from tdm_r1.scoring import score_folder, summarize
+
+    df = score_folder(
+        images,
+        reward,
+        metadata=metadata,
+        reward_options=parse_reward_options(reward_option),
+        batch_size=batch_size,
+        device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
+        allow_missing_metadata=allow_missing_metadata,
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    typer.echo(summarize(df))
+    typer.echo(f"wrote {out}")
 
 
 # -------------------------------------------------------------------------------------- data
