@@ -7,7 +7,7 @@ its heavy backend (onnxruntime, open_clip, transformers models...) in ``__init__
 from __future__ import annotations
 
 # Model-based preference / quality rewards (each imports its backend lazily, in __init__).
-from tdm_r1.rewards import aesthetic, clipscore, hpsv2, pickscore  # noqa: F401, E402, I001
+from tdm_r1.rewards import aesthetic, clipscore, hpsv2, imagereward, pickscore  # noqa: F401, E402, I001
 from tdm_r1.rewards.base import Reward, RewardOutput, WeightedSum, build_reward, parse_reward_specs
 
 __all__ = ["Reward", "RewardOutput", "WeightedSum", "build_reward", "parse_reward_specs"]
