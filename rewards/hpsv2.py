@@ -83,7 +83,7 @@ def load_open_clip_state(model: torch.nn.Module, state: Mapping[str, torch.Tenso
     return len(expected)
 
 
-@register_reward("hpsv2.1", aliases=("hps", "hpsv2"))
+@register_reward("hpsv2.1", aliases=("hps",))
 class HPSv21(ModelReward):
     """Human Preference Score v2.1 (cosine scale).
 

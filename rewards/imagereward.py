@@ -161,8 +161,8 @@ class ImageReward(ModelReward):
     version = "1"
     higher_is_better = True
     scale = (
-        "ImageReward-v1.0 normalised: (MLP([CLS]) - 0.1672) / 1.0333, roughly N(0,1) over its training "
-        "images (typical -2..2; SD3.5-M ~0.87 on DrawBench)"
+        "ImageReward-v1.0 as published: (MLP([CLS]) - 0.1672) / 1.0333, unbounded (typical about -2..2; "
+        "SD3.5-M ~0.87 on DrawBench)"
     )
     weight_files = (CHECKPOINT, MED_CONFIG, TOKENIZER)
 

@@ -274,3 +274,18 @@ def test_aesthetic_offline_without_weights_names_the_mlp_file(
         "TDMBENCH_AESTHETIC_MLP",
         "aesthetic.mlp_path",
     )
+
+
+def test_rewards_survive_pickling(clip_dir: Path, mlp_file: Path) -> None:
+    import pickle
+
+    images = smooth_images(2, seed=14)
+    for reward in (
+        REWARDS.get("pickscore")(model_path=clip_dir, processor_path=clip_dir),
+        REWARDS.get("aesthetic")(clip_path=clip_dir, mlp_path=mlp_file),
+    ):
+        clone = pickle.loads(pickle.dumps(reward))
+        torch.testing.assert_close(
+            clone(images=images, prompts=PROMPTS[:2]).scores,
+            reward(images=images, prompts=PROMPTS[:2]).scores,
+        )

@@ -62,7 +62,7 @@ def test_hps_alias_options_and_batching(arch: str, ckpt: Path) -> None:
     single = build_reward(
         "hps", options={"hps": {"checkpoint_path": str(ckpt), "arch": arch, "batch_size": 1}}
     )
-    batched = REWARDS.get("hpsv2")(checkpoint_path=ckpt, arch=arch, batch_size=4)
+    batched = REWARDS.get("hpsv2.1")(checkpoint_path=ckpt, arch=arch, batch_size=4)
     assert single.name == "hpsv2.1" and single.batch_size == 1
     torch.testing.assert_close(
         single(images=images, prompts=PROMPTS).scores,

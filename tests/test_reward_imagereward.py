@@ -378,3 +378,15 @@ def test_imagereward_offline_without_weights_fails_fast(
         "imagereward.med_config",
         "imagereward.tokenizer",
     }
+
+
+def test_imagereward_survives_pickling(upstream) -> None:
+    import pickle
+
+    _, files = upstream
+    reward = REWARDS.get("imagereward")(**files)
+    clone = pickle.loads(pickle.dumps(reward))
+    images = smooth_images(2, seed=15)
+    torch.testing.assert_close(
+        clone(images=images, prompts=PROMPTS[:2]).scores, reward(images=images, prompts=PROMPTS[:2]).scores
+    )
