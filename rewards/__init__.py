@@ -6,7 +6,18 @@ its heavy backend (onnxruntime, open_clip, transformers models...) in ``__init__
 
 from __future__ import annotations
 
-from tdm_r1.rewards import geneval, jpeg, ocr, vlm_judge  # noqa: F401  (registers the rewards)
+# Importing the modules registers the rewards (each imports its backend lazily, in __init__).
+from tdm_r1.rewards import (  # noqa: F401
+    aesthetic,
+    clipscore,
+    geneval,
+    hpsv2,
+    imagereward,
+    jpeg,
+    ocr,
+    pickscore,
+    vlm_judge,
+)
 from tdm_r1.rewards.base import Reward, RewardOutput, WeightedSum, build_reward, parse_reward_specs
 
 __all__ = ["Reward", "RewardOutput", "WeightedSum", "build_reward", "parse_reward_specs"]

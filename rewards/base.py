@@ -212,13 +212,16 @@ def build_reward(
     weights = parse_reward_specs(specs)
     options = options or {}
     known = set(weights)
-    for key in options:
+    # Options may name a reward by any alias (``hps`` for ``hpsv2.1``): key them canonically.
+    by_canonical: dict[str, dict[str, Any]] = {}
+    for key, opts in options.items():
         if key not in known and REWARDS.canonical(key) not in {REWARDS.canonical(k) for k in known}:
             raise ConfigError(f"options given for reward {key!r}, which is not among {sorted(known)}")
+        by_canonical.setdefault(REWARDS.canonical(key), {}).update(opts)
     built: list[tuple[Reward, float]] = []
     for name, weight in weights.items():
         cls = REWARDS.get(name)
-        kwargs = dict(options.get(name, options.get(REWARDS.canonical(name), {})))
+        kwargs = dict(by_canonical.get(REWARDS.canonical(name), {}))
         if device is not None and "device" in inspect.signature(cls).parameters:
             kwargs.setdefault("device", device)
         try:

@@ -28,6 +28,9 @@ class WeightFile:
         env: environment variable that may point at a local copy.
         option: the reward/model option that takes a local path.
         description: what it is.
+        patterns: for a repository (``filename=None``), the files it needs (glob patterns, e.g.
+            ``("*.json", "*.txt", "*.safetensors")``), so that a download skips the other formats
+            a hub repository carries (TF/Flax copies, open_clip checkpoints...); empty = everything.
     """
 
     key: str
@@ -37,6 +40,7 @@ class WeightFile:
     env: str
     option: str
     description: str
+    patterns: tuple[str, ...] = ()
 
     def how_to_provide(self) -> str:
         what = f"{self.hub_id}/{self.filename}" if self.filename else f"the folder of {self.hub_id}"
@@ -89,9 +93,13 @@ def _from_hf_cache(wf: WeightFile) -> Path | None:
         hit = try_to_load_from_cache(wf.hub_id, wf.filename)
         return Path(hit) if isinstance(hit, str) else None
     try:
-        return Path(snapshot_download(wf.hub_id, local_files_only=True))
+        return Path(snapshot_download(wf.hub_id, local_files_only=True, allow_patterns=_patterns(wf)))
     except (OSError, ValueError):  # LocalEntryNotFoundError and friends: "not cached"
         return None
+
+
+def _patterns(wf: WeightFile) -> list[str] | None:
+    return list(wf.patterns) if wf.patterns else None
 
 
 def download(wf: WeightFile) -> Path:
@@ -100,7 +108,7 @@ def download(wf: WeightFile) -> Path:
     try:
         if wf.filename:
             return Path(hf_hub_download(wf.hub_id, wf.filename, etag_timeout=5))
-        return Path(snapshot_download(wf.hub_id, etag_timeout=5))
+        return Path(snapshot_download(wf.hub_id, etag_timeout=5, allow_patterns=_patterns(wf)))
     except OSError as exc:
         raise MissingWeightsError(
             f"{wf.description} ({wf.key}) could not be downloaded from {wf.hub_id}: {exc}. "
