@@ -79,16 +79,22 @@ def plan_jobs(records: list[PromptRecord], *, seed: int, images_per_prompt: int)
 
 
 def _done(out_dir: Path) -> set[str]:
+    """Files already generated; ``metadata.jsonl`` is rewritten without rows whose image is gone."""
     meta = out_dir / "metadata.jsonl"
     if not meta.is_file():
         return set()
-    done = set()
+    kept: dict[str, str] = {}
     for line in meta.read_text(encoding="utf-8").splitlines():
-        if line.strip():
+        if not line.strip():
+            continue
+        try:
             name = json.loads(line).get("file")
-            if name and (out_dir / name).is_file():
-                done.add(name)
-    return done
+        except json.JSONDecodeError:  # a line cut by an interrupted run
+            continue
+        if name and (out_dir / name).is_file():
+            kept[name] = line
+    meta.write_text("".join(line + "\n" for line in kept.values()), encoding="utf-8")
+    return set(kept)
 
 
 def _batches(items: list[Job], size: int) -> Iterator[list[Job]]:

@@ -57,6 +57,15 @@ def resolve_device(device: Any) -> torch.device:
     return torch.device(device)
 
 
+def pipeline_dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``{"dtype": ...}`` for diffusers versions that renamed ``torch_dtype`` (it warns), else ``torch_dtype``."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+    except ImportError:
+        return {"torch_dtype": dtype}
+    return {"dtype": dtype}
+
+
 # ------------------------------------------------------------------------------------ conditioning
 @dataclass
 class Conditioning:
@@ -260,7 +269,7 @@ class FlowAdapter:
             if module is not None:
                 module.requires_grad_(False)
                 module.eval()
-                _move(module, self.device, self.dtype)
+                move_module(module, self.device, self.dtype)
         self._check_scheduler_shift()
 
     # -- subclass hooks ----------------------------------------------------------------------------
@@ -796,7 +805,7 @@ class FlowAdapter:
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _move(module: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+def move_module(module: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
     """``module.to(device, dtype)``, skipping the dtype cast when it is already right (diffusers warns)."""
     first = next(module.parameters(), None)
     if first is not None and first.dtype == dtype:

@@ -15,7 +15,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from tdm_r1.models.adapter import Conditioning, FlowAdapter, _move, resolve_device, resolve_dtype
+from tdm_r1.models.adapter import (
+    Conditioning,
+    FlowAdapter,
+    move_module,
+    pipeline_dtype_kwarg,
+    resolve_device,
+    resolve_dtype,
+)
 from tdm_r1.models.base import SD3_LORA_TARGETS
 
 
@@ -58,7 +65,7 @@ class SD3Adapter(FlowAdapter):
         for module in self.text_encoder_modules():
             module.requires_grad_(False)
             module.eval()
-            _move(module, torch.device("cpu") if self.offload else self.device, self.dtype)
+            move_module(module, torch.device("cpu") if self.offload else self.device, self.dtype)
 
     @classmethod
     def from_pipeline(cls, pipe: Any, **kwargs: Any) -> SD3Adapter:
@@ -88,7 +95,9 @@ class SD3Adapter(FlowAdapter):
         extra = _absent_components(
             source, ("text_encoder_3", "tokenizer_3", "image_encoder", "feature_extractor")
         )
-        pipe = StableDiffusion3Pipeline.from_pretrained(str(source), torch_dtype=torch_dtype, **extra)
+        pipe = StableDiffusion3Pipeline.from_pretrained(
+            str(source), **pipeline_dtype_kwarg(torch_dtype), **extra
+        )
         return cls.from_pipeline(pipe, device=dev, dtype=torch_dtype, **kwargs)
 
     def text_encoder_modules(self) -> list[nn.Module]:

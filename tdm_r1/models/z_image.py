@@ -17,7 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from tdm_r1.models.adapter import Conditioning, FlowAdapter, _move, resolve_device, resolve_dtype
+from tdm_r1.models.adapter import (
+    Conditioning,
+    FlowAdapter,
+    move_module,
+    pipeline_dtype_kwarg,
+    resolve_device,
+    resolve_dtype,
+)
 from tdm_r1.models.base import Z_IMAGE_LORA_TARGETS
 
 
@@ -51,7 +58,7 @@ class ZImageAdapter(FlowAdapter):
         for module in self.text_encoder_modules():
             module.requires_grad_(False)
             module.eval()
-            _move(module, torch.device("cpu") if self.offload else self.device, self.dtype)
+            move_module(module, torch.device("cpu") if self.offload else self.device, self.dtype)
 
     @property
     def patch_size(self) -> int:
@@ -78,7 +85,7 @@ class ZImageAdapter(FlowAdapter):
 
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev, getattr(kwargs.get("preset"), "dtype", "bfloat16"))
-        pipe = ZImagePipeline.from_pretrained(str(source), torch_dtype=torch_dtype)
+        pipe = ZImagePipeline.from_pretrained(str(source), **pipeline_dtype_kwarg(torch_dtype))
         return cls.from_pipeline(pipe, device=dev, dtype=torch_dtype, **kwargs)
 
     def text_encoder_modules(self) -> list[nn.Module]:
