@@ -112,7 +112,11 @@ def test_local_folder_preset_run_preset_and_json_round_trip(tiny_folder: Path, t
             kind="toy",
         )
     )
-    adapter = base.load(device="cpu")
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['max_seq_len'\].*max_sequence_length"):
+        base.load(device="cpu", max_seq_len=3)
+    adapter = base.load(device="cpu", offload_text_encoders=True)
+    assert adapter.offload and adapter.encode_prompts(["a"]).embeds.shape[0] == 1
+    assert all(p.device.type == "cpu" for m in adapter.text_encoder_modules() for p in m.parameters())
     assert adapter.dtype == torch.float32 and adapter.roles == [] and adapter.nfe == 3
     adapter.add_role("generator", rank=4, alpha=8, init="random")
     run = tmp_path / "run"

@@ -295,6 +295,7 @@ class ModelPreset:
         module_name, _, cls_name = FAMILIES[preset.family].partition(":")
         cls = getattr(importlib.import_module(module_name), cls_name)
         options = {**preset.options, **overrides}
+        _check_options(cls, options)
         adapter = cls.from_pretrained(source, preset=preset, device=device, dtype=dtype, **options)
         if lora is not None:
             if preset.lora_format == "tdm-ema":
@@ -340,6 +341,26 @@ class ModelPreset:
                 if isinstance(value, str) and _looks_like_path(value) and not Path(value).is_absolute():
                     data[key] = str((base_dir / value).resolve())
         return cls(**data)
+
+
+def _check_options(cls: type, options: dict[str, Any]) -> None:
+    """Unknown adapter options are errors that list the valid ones (not a TypeError deep inside)."""
+    import inspect
+
+    valid: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            valid |= {
+                name
+                for name, p in inspect.signature(init).parameters.items()
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name != "self"
+            }
+    valid -= {"transformer", "vae", "preset", "sampling", "device", "dtype", "scheduler_config"}
+    valid -= {n for n in valid if n.startswith(("text_encoder", "tokenizer"))}
+    bad = sorted(set(options) - valid)
+    if bad:
+        raise ConfigError(f"unknown option(s) {bad} for {cls.__name__}; valid: {sorted(valid)}")
 
 
 def _looks_like_path(text: str) -> bool:
