@@ -116,6 +116,7 @@ def test_local_folder_preset_run_preset_and_json_round_trip(tiny_folder: Path, t
         base.load(device="cpu", max_seq_len=3)
     adapter = base.load(device="cpu", offload_text_encoders=True)
     assert adapter.offload and adapter.encode_prompts(["a"]).embeds.shape[0] == 1
+    assert len(adapter.tokenizer) == len(adapter.tokenizer_2) == 49408  # the saved CLIP tokenizer loads back
     assert all(p.device.type == "cpu" for m in adapter.text_encoder_modules() for p in m.parameters())
     assert adapter.dtype == torch.float32 and adapter.roles == [] and adapter.nfe == 3
     adapter.add_role("generator", rank=4, alpha=8, init="random")
