@@ -83,6 +83,8 @@ class Row:
     transformer_ms_per_img_nfe: float | None = None
     full_4step_ms_per_img: float | None = None
     ratio_vs_4x_transformer: float | None = None
+    vae_ms_per_img: float | None = None
+    vae_channels_last_ms_per_img: float | None = None
     peak_gib: float | None = None
     weights_gib: float | None = None
     anchor_ms: float | None = None
@@ -188,6 +190,17 @@ def measure(
             row.peak_gib = (torch.cuda.max_memory_allocated(device) - resident) / 2**30
     row.full_4step_ms_per_img = 1000 * t_full / batch
     row.ratio_vs_4x_transformer = t_full / (4 * t_fwd)
+    # the VAE decode alone, in both memory formats (the full run above used args.vae_format)
+    latents = noise * 0.5
+    with torch.no_grad():
+        for channels_last in (False, True):
+            adapter.set_vae_channels_last(channels_last)
+            t_vae = timed(lambda: adapter.decode(latents, batch_size=args.vae_batch), device, 1, 2)
+            if channels_last:
+                row.vae_channels_last_ms_per_img = 1000 * t_vae / batch
+            else:
+                row.vae_ms_per_img = 1000 * t_vae / batch
+    adapter.set_vae_channels_last(args.vae_format == "channels_last")
     return row
 
 
@@ -215,8 +228,8 @@ def write(rows: list[Row], args: argparse.Namespace, header: dict[str, Any], don
         "peak working memory of the full generation (CUDA only; other resident models excluded).",
         "",
         "| model | res | batch | transformer ms/img/NFE | anchor (H100) | full 4-step ms/img | ratio | target met | "
-        "peak GiB | weights GiB | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "VAE decode ms/img | VAE channels-last ms/img | peak GiB | weights GiB | note |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         met = (
@@ -226,8 +239,8 @@ def write(rows: list[Row], args: argparse.Namespace, header: dict[str, Any], don
         )
         lines.append(
             f"| {r.model} | {r.resolution} | {r.batch} | {fmt(r.transformer_ms_per_img_nfe)} | {fmt(r.anchor_ms)} | "
-            f"{fmt(r.full_4step_ms_per_img)} | {fmt(r.ratio_vs_4x_transformer)} | {met} | {fmt(r.peak_gib)} | "
-            f"{fmt(r.weights_gib)} | {r.note} |"
+            f"{fmt(r.full_4step_ms_per_img)} | {fmt(r.ratio_vs_4x_transformer)} | {met} | {fmt(r.vae_ms_per_img)} | "
+            f"{fmt(r.vae_channels_last_ms_per_img)} | {fmt(r.peak_gib)} | {fmt(r.weights_gib)} | {r.note} |"
         )
     out.write_text("\n".join(lines) + "\n")
     out.with_suffix(".json").write_text(
@@ -269,6 +282,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="anchor configurations only, fewer iterations")
     parser.add_argument("--vae-batch", type=int, default=8, help="VAE decode chunk (bounds memory)")
     parser.add_argument(
+        "--vae-format",
+        choices=("contiguous", "channels_last"),
+        default="contiguous",
+        help="VAE memory format",
+    )
+    parser.add_argument(
         "--budget-s", type=float, default=140.0, help="stop starting new measurements after this"
     )
     parser.add_argument("--note", default="", help="free text added to the header (machine load, ...)")
@@ -294,6 +313,7 @@ def main() -> None:
         name = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     header = {
         "device": name,
+        "VAE memory format in the full run": args.vae_format,
         "dtype": str(dtype).replace("torch.", ""),
         "configs": "REDUCED (narrow/shallow versions of the real architectures: numbers are NOT comparable "
         "to the H100 anchors)"
@@ -317,6 +337,7 @@ def main() -> None:
         t0 = time.perf_counter()
         before = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
         adapter, tokens, width = make_adapter(model, args.reduced, device, dtype)
+        adapter.set_vae_channels_last(args.vae_format == "channels_last")
         weights = (torch.cuda.memory_allocated(device) - before) / 2**30 if device.type == "cuda" else None
         built[model] = (adapter, tokens, width, weights)
         print(
@@ -347,13 +368,13 @@ def main() -> None:
 
 
 def estimate_seconds(rows: list[Row], model: str, res: int, batch: int) -> float:
-    """Rough duration of one measurement (~20 transformer passes) from the rows measured so far."""
+    """Rough duration of one measurement from the rows measured so far."""
     known = [r for r in rows if r.model == model and r.transformer_ms_per_img_nfe is not None]
     if not known:
         return 0.0
     ref = min(known, key=lambda r: abs(r.resolution - res))
     per_image = ref.transformer_ms_per_img_nfe * (res / ref.resolution) ** 2  # type: ignore[operator]
-    return 20 * per_image * batch / 1000
+    return 24 * per_image * batch / 1000  # ~20 passes + ~9 VAE decodes
 
 
 if __name__ == "__main__":
