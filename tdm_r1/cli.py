@@ -148,6 +148,73 @@ def score_cmd(
     typer.echo(f"wrote {out}")
 
 
+# ---------------------------------------------------------------------------------- generate
+@app.command("generate")
+@friendly_errors
+def generate_cmd(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Model preset name, run folder or pipeline folder.")
+    ],
+    prompts: Annotated[
+        str, typer.Option("--prompts", "-p", help=".txt (one per line) or .jsonl (field 'prompt').")
+    ],
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Output folder (PNGs + metadata.jsonl; resumable).")
+    ],
+    seed: Annotated[
+        int, typer.Option("--seed", help="Base seed; image j of prompt i uses derive_seed(seed, i, j).")
+    ] = 0,
+    images_per_prompt: Annotated[
+        int, typer.Option("--images-per-prompt", "-n", help="Images per prompt.")
+    ] = 1,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")] = 8,
+    height: Annotated[
+        int | None, typer.Option("--height", help="Image height (default: the model's).")
+    ] = None,
+    width: Annotated[int | None, typer.Option("--width", help="Image width (default: the model's).")] = None,
+    steps: Annotated[
+        int | None, typer.Option("--steps", help="Sampling steps (default: the model's).")
+    ] = None,
+    guidance: Annotated[
+        float | None, typer.Option("--guidance", help="CFG scale, 1 = off (default: the model's).")
+    ] = None,
+    device: DeviceOpt = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="bfloat16 | float16 | float32.")] = None,
+    model_path: Annotated[
+        str | None, typer.Option("--model-path", help="Local copy of the model's diffusers pipeline folder.")
+    ] = None,
+    lora_path: Annotated[
+        str | None, typer.Option("--lora-path", help="Local copy of the model's LoRA file.")
+    ] = None,
+    offload_text_encoders: Annotated[
+        bool, typer.Option("--offload-text-encoders", help="Keep text encoders on the CPU between encodings.")
+    ] = False,
+) -> None:
+    """Generate images for a prompts file (seeded per prompt and image; PNG + metadata.jsonl)."""
+    from tdm_r1.generation import generate_to_dir
+    from tdm_r1.models.base import resolve_model
+
+    preset = resolve_model(model)
+    load_kw: dict[str, Any] = {"model_path": model_path, "lora_path": lora_path}
+    if offload_text_encoders:
+        load_kw["offload_text_encoders"] = True
+    adapter = preset.load(device=device, dtype=dtype, **load_kw)
+    meta = generate_to_dir(
+        adapter,
+        prompts,
+        out,
+        model_name=preset.name,
+        seed=seed,
+        images_per_prompt=images_per_prompt,
+        batch_size=batch_size,
+        steps=steps,
+        guidance=guidance,
+        height=height,
+        width=width,
+    )
+    typer.echo(f"wrote {meta}")
+
+
 # -------------------------------------------------------------------------------------- data
 @data_app.command("fetch")
 @friendly_errors

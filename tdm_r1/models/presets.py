@@ -1,1 +1,170 @@
-"""Registered model presets (filled in by the model-adapter work)."""
+"""Registered model presets (``tdmbench ls models``).
+
+Imported by the model registry on first lookup: keep it free of torch / diffusers imports.
+Numbers and their sources: ``../shared/reference/method.md`` sections 1.4, 2.5, 2.6 and 7.
+"""
+
+from __future__ import annotations
+
+from tdm_r1.models.base import SD3_LORA_TARGETS, ModelPreset, register_preset
+from tdm_r1.weights import WeightFile, declare
+
+# ------------------------------------------------------------------------------------ weight files
+SD35_MEDIUM = WeightFile(
+    key="sd3.5-medium.pipeline",
+    hub_id="stabilityai/stable-diffusion-3.5-medium",
+    filename=None,
+    size="16 GB",
+    env="TDMBENCH_SD35_MEDIUM_PATH",
+    option="--model-path",
+    description="Stable Diffusion 3.5 Medium diffusers pipeline (gated: accept the license on the Hub)",
+)
+Z_IMAGE = WeightFile(
+    key="z-image.pipeline",
+    hub_id="Tongyi-MAI/Z-Image",
+    filename=None,
+    size="21 GB",
+    env="TDMBENCH_Z_IMAGE_PATH",
+    option="--model-path",
+    description="Z-Image (base) diffusers pipeline",
+)
+Z_IMAGE_TURBO = WeightFile(
+    key="z-image-turbo.pipeline",
+    hub_id="Tongyi-MAI/Z-Image-Turbo",
+    filename=None,
+    size="25 GB",
+    env="TDMBENCH_Z_IMAGE_TURBO_PATH",
+    option="--model-path",
+    description="Z-Image-Turbo diffusers pipeline",
+)
+TDM_SD35_LORA = WeightFile(
+    key="tdm-sd3.5-medium.lora",
+    hub_id="Luo-Yihong/TDM_sd3-5_lora",
+    filename="tdm_sd3-5_lora.ckpt",
+    size="75 MB",
+    env="TDMBENCH_TDM_SD35_LORA",
+    option="--lora-path",
+    description="TDM 4-step LoRA for SD3.5-Medium (EMA list, r=32, alpha=64)",
+)
+TDM_R1_Z_IMAGE_LORA = WeightFile(
+    key="tdm-r1-z-image.lora",
+    hub_id="Luo-Yihong/TDM-R1",
+    filename="tdmr1_zimage_ema.ckpt",
+    size="130 MB",
+    env="TDMBENCH_TDM_R1_Z_IMAGE_LORA",
+    option="--lora-path",
+    description="TDM-R1 4-step LoRA for Z-Image-Turbo (EMA list, r=32, alpha=64)",
+)
+declare(SD35_MEDIUM, Z_IMAGE, Z_IMAGE_TURBO, TDM_SD35_LORA, TDM_R1_Z_IMAGE_LORA)
+
+# ------------------------------------------------------------------------------------ SD3.5-Medium
+# T5 length 128: what TDM-R1 (and Flow-GRPO) encode prompts with; diffusers' own default is 256.
+_SD3_OPTIONS = {"max_sequence_length": 128}
+
+register_preset(
+    ModelPreset(
+        name="sd3.5-medium",
+        family="sd3",
+        hub_id=SD35_MEDIUM.hub_id,
+        model_file=SD35_MEDIUM,
+        steps=40,
+        guidance=4.5,
+        shift=3.0,
+        solver="euler",
+        spacing="flowmatch",
+        height=512,
+        width=512,
+        kind="base",
+        options=_SD3_OPTIONS,
+        sources="Flow-GRPO / TDM-R1 baseline: 40 steps, CFG 4.5, FlowMatch Euler shift 3; evaluated at 512 and 1024",
+    )
+)
+register_preset(
+    ModelPreset(
+        name="tdm-sd3.5-medium-4step",
+        family="sd3",
+        hub_id=SD35_MEDIUM.hub_id,
+        model_file=SD35_MEDIUM,
+        steps=4,
+        guidance=1.0,
+        shift=3.0,
+        solver="dpmsolver++",
+        height=512,
+        width=512,
+        kind="distilled",
+        lora=TDM_SD35_LORA,
+        lora_format="tdm-ema",
+        lora_rank=32,
+        lora_alpha=64.0,
+        lora_targets=SD3_LORA_TARGETS,
+        options=_SD3_OPTIONS,
+        sources="TDM LoRA (Luo-Yihong/TDM_sd3-5_lora); TDM-R1 samples it with DPM-Solver++, flow_shift 3, "
+        "4 steps, guidance 1, 512px",
+    )
+)
+
+# ------------------------------------------------------------------------------------------ Z-Image
+register_preset(
+    ModelPreset(
+        name="z-image",
+        family="z-image",
+        hub_id=Z_IMAGE.hub_id,
+        model_file=Z_IMAGE,
+        steps=50,
+        guidance=5.0,  # diffusers guidance_scale 4 (model card); tdmbench convention is 1 + that
+        shift=6.0,  # the checkpoint's scheduler_config.json
+        solver="euler",
+        spacing="z-image",
+        height=1024,
+        width=1024,
+        kind="base",
+        sources="Z-Image model card: 50 steps, guidance_scale 4 (= 5 here), scheduler shift 6; "
+        "sigmas of ZImagePipeline in diffusers >= 0.37",
+    )
+)
+register_preset(
+    ModelPreset(
+        name="z-image-turbo",
+        family="z-image",
+        hub_id=Z_IMAGE_TURBO.hub_id,
+        model_file=Z_IMAGE_TURBO,
+        steps=9,
+        guidance=1.0,  # diffusers guidance_scale 0
+        shift=3.0,
+        solver="euler",
+        spacing="zero-terminal",
+        height=1024,
+        width=1024,
+        kind="distilled",
+        sources="Z-Image-Turbo model card: num_inference_steps=9 ('8 DiT forwards'), guidance_scale 0, shift 3",
+    )
+)
+register_preset(
+    ModelPreset(
+        name="z-image-4step",
+        family="z-image",
+        hub_id=Z_IMAGE_TURBO.hub_id,
+        model_file=Z_IMAGE_TURBO,
+        steps=5,
+        guidance=1.0,  # diffusers guidance_scale 0
+        shift=3.0,
+        solver="euler",
+        spacing="zero-terminal",
+        height=1024,
+        width=1024,
+        kind="rl",
+        lora=TDM_R1_Z_IMAGE_LORA,
+        lora_format="tdm-ema",
+        lora_rank=32,
+        lora_alpha=64.0,
+        lora_targets=("to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj"),
+        sources="TDM-R1 README: Z-Image-Turbo + LoRA r=32/alpha=64, num_inference_steps=5 ('4 DiT forwards'), "
+        "guidance_scale 0, 1024x1024",
+    )
+)
+
+# ---------------------------------------------------------------------------------- toy world (lead)
+# >>> The lead registers `toy-teacher` and `toy-4step` here: an SD3-architecture tiny model shipped in
+# >>> the package as a diffusers `save_pretrained` folder (family="sd3", hub_id=<local folder path>,
+# >>> kind="toy"; `toy-4step` adds lora=<saved role folder>, lora_format="peft").
+# <<< end of the toy-world presets
