@@ -183,7 +183,7 @@ def write_report(
     (out / "thumbs").mkdir(parents=True)
     figures = write_all(lb, out / "plots")
     figs = "".join(
-        f'<figure><img src="plots/{p.name}" alt="{html.escape(p.stem)}" style="max-width:640px"></figure>'
+        f'<figure><img src="plots/{p.name}" alt="{html.escape(p.stem)}" style="max-width:420px"></figure>'
         for p in figures
     )
     grids = _grids_html(root, out, ImageCache(cache_root), n_prompts, thumb_size)
@@ -197,10 +197,10 @@ Measured rows come from this project's runs; reported rows (grey, italic) are pu
 numbered sources. ↑/↓: higher/lower is better; ★: in-domain metric of an RL model.</p>
 <h2>Leaderboard</h2>
 {_leaderboard_html(lb)}
-<h2>Figures</h2>
-{figs or "<p>No figures (no measured results).</p>"}
 <h2>Images</h2>
 {grids}
+<h2>Figures</h2>
+{figs or "<p>No figures (no measured results).</p>"}
 <script>{SCRIPT}</script>
 </body></html>
 """
