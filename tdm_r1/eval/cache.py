@@ -6,7 +6,7 @@ Layout under ``<cache_dir()>/eval``::
     images/ab/<key>.json   its sha256 and what produced it (prompt, seed, model config hash)
     scores/ab/<key>.json   one reward's score, NaN reason and details for one image
 
-Image key = sha256 of (model config, sampler settings, prompt, seed). The sidecar records the
+Image key = sha256 of (sha256 of model config + sampler settings, prompt, seed). The sidecar records the
 PNG's sha256; a PNG whose bytes no longer match (truncated, edited, disk error) is a miss, so the
 image is generated again. Score key = sha256 of (image sha256, reward identity, reward options,
 prompt, metadata): a regenerated image with the same bytes reuses its scores.
@@ -61,10 +61,22 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+_MADE_DIRS: set[Path] = set()
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
+
+    No fsync: this protects against killed processes, not against power loss.
+    """
+    if path.parent not in _MADE_DIRS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _MADE_DIRS.add(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except FileNotFoundError:  # the folder was removed since we made it
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -97,8 +109,14 @@ class ImageCache:
         self.root = (root or eval_cache_root()) / "images"
 
     @staticmethod
-    def key(model_config: dict[str, Any], sampler: dict[str, Any], prompt: str, seed: int) -> str:
-        return digest({"model": model_config, "sampler": sampler, "prompt": prompt, "seed": int(seed)})
+    def model_identity(model_config: dict[str, Any], sampler: dict[str, Any]) -> str:
+        """sha256 of the model config and the sampler settings (steps, guidance, size)."""
+        return digest({"model": model_config, "sampler": sampler})
+
+    @staticmethod
+    def key(model_identity: str, prompt: str, seed: int) -> str:
+        """Image key = sha256 of (:meth:`model_identity`, prompt, seed)."""
+        return digest({"model": model_identity, "prompt": prompt, "seed": int(seed)})
 
     def png_path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.png"

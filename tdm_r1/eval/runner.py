@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from tdm_r1 import __version__
 from tdm_r1.errors import ConfigError, MissingExtraError, MissingWeightsError, ShapeError, UnknownNameError
 from tdm_r1.eval.benchmark import Benchmark, RewardUse, Role, WorkItem
-from tdm_r1.eval.cache import CachedImage, ImageCache, ScoreCache, ScoreEntry, digest, stable_json
+from tdm_r1.eval.cache import CachedImage, ImageCache, ScoreCache, ScoreEntry, stable_json
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,6 +107,7 @@ class _Model:
         self.device = device
         self._adapter: Any = None
         self._config: dict[str, Any] | None = None
+        self._identity: str | None = None
 
     @property
     def nfe(self) -> int:
@@ -126,8 +127,14 @@ class _Model:
             self._config = dict(fn()) if callable(fn) else dict(self.adapter().config_dict())
         return self._config
 
+    def identity(self) -> str:
+        """sha256 of config + sampler settings: the model part of every image key."""
+        if self._identity is None:
+            self._identity = ImageCache.model_identity(self.config(), self.sampler())
+        return self._identity
+
     def config_hash(self) -> str:
-        return digest({"model": self.config(), "sampler": self.sampler()})[:16]
+        return self.identity()[:16]
 
     def adapter(self) -> Any:
         if self._adapter is None:
@@ -310,12 +317,11 @@ def _generate_phase(
 
     from tdm_r1.images import check_images, png_bytes
 
-    sampler = model.sampler()
     for run in runs:
         bar = tqdm(total=len(run.mine), desc=f"generate {run.bench.name}", disable=not show, unit="img")
         for chunk in _batched(run.mine, batch_size):
             items = [run.items[p] for p in chunk]
-            keys = [ImageCache.key(model.config(), sampler, it.prompt.text, it.seed) for it in items]
+            keys = [ImageCache.key(model.identity(), it.prompt.text, it.seed) for it in items]
             found = [cache.get(k) for k in keys]
             missing = [j for j, entry in enumerate(found) if entry is None]
             stats.image_hits += len(chunk) - len(missing)
