@@ -116,3 +116,17 @@ def test_figures_are_valid_pngs(results: Path, tmp_path: Path) -> None:
     (tmp_path / "plots" / "stale.png").write_bytes(b"x")
     assert len(write_all(lb, tmp_path / "plots")) == len(paths)
     assert not (tmp_path / "plots" / "stale.png").exists()
+
+
+def test_partial_runs_are_labelled_and_tables_reach_notebooks(results: Path) -> None:
+    import tdm_r1
+    import tdm_r1.eval as tev
+
+    evaluate("kit-base", ["kit-bright"], limit=4, progress=False)
+    lb = tev.build_leaderboard(results)
+    source = lb.table.set_index("model").loc["kit-base", "source"]
+    assert source == f"tdmbench {tdm_r1.__version__} (kit-bright: --limit 4)"
+    summaries = tev.read_summaries(results)
+    assert isinstance(summaries, pd.DataFrame) and len(summaries) == 3 * (7 + 2)
+    samples = tev.read_samples("kit-bright", "kit-base", results)
+    assert len(samples) == 4 * 2

@@ -148,9 +148,18 @@ def _measured(root: Path) -> tuple[list[dict[str, Any]], dict[str, bool], dict[s
         col = column(bench, str(row.metric))
         entry = entries.setdefault(
             model,
-            {"model": model, "nfe": row.nfe, "kind": "measured", "_versions": set(), "_meta": {}},
+            {
+                "model": model,
+                "nfe": row.nfe,
+                "kind": "measured",
+                "_versions": set(),
+                "_limits": set(),
+                "_meta": {},
+            },
         )
         entry["_versions"].add(str(row.tdmbench_version))
+        if meta.get("limit") is not None:
+            entry["_limits"].add(f"{bench}: --limit {meta['limit']}")
         model_meta = meta.get("model", {})
         for key in ("few_step_base", "baseline", "in_domain"):
             if model_meta.get(key) and not entry["_meta"].get(key):
@@ -168,6 +177,9 @@ def _measured(root: Path) -> tuple[list[dict[str, Any]], dict[str, bool], dict[s
         e = entries[model]
         rel = e.pop("_meta")
         e["source"] = "tdmbench " + ", ".join(sorted(e.pop("_versions")))
+        limits = sorted(e.pop("_limits"))
+        if limits:  # a partial run must not pass for a full one
+            e["source"] += f" ({'; '.join(limits)})"
         e["few_step_base"] = rel.get("few_step_base") or ""
         e["baseline"] = rel.get("baseline") or ""
         e["in_domain"] = ";".join(rel.get("in_domain") or [])
@@ -222,7 +234,7 @@ def build(root: Path | None = None, published: Path | None = None) -> Leaderboar
     directions = {**dir_r, **dir_m}
     metrics = sorted(directions, key=_column_key)
     table = pd.DataFrame(measured + reported, columns=[*ENTRY_COLUMNS, *metrics])
-    table["nfe"] = pd.to_numeric(table["nfe"])
+    table["nfe"] = pd.to_numeric(table["nfe"]).round().astype("Int64")
     return Leaderboard(
         table=table.reset_index(drop=True),
         metrics=metrics,
@@ -256,16 +268,19 @@ def arrow(higher_is_better: bool) -> str:
     return "↑" if higher_is_better else "↓"
 
 
-def fmt(value: Any, *, signed: bool = False) -> str:
+def fmt(value: Any, *, signed: bool = False, as_published: bool = False) -> str:
+    """3 decimals (2 from 10 up); ``as_published`` keeps a reported number's own digits."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     v = float(value)
+    if as_published:
+        return f"{v:g}"
     digits = 2 if abs(v) >= 10 else 3
     return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
 
 
-def _fmt_nfe(value: Any) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(int(value))
+def fmt_nfe(value: Any) -> str:
+    return "" if pd.isna(value) else str(int(value))
 
 
 def benchmarks_of(metrics: list[str]) -> list[str]:
@@ -306,10 +321,11 @@ def to_markdown(lb: Leaderboard) -> str:
         lines.append("|" + "|".join(["---", "---:", "---"] + ["---:"] * len(cols) + ["---"]) + "|")
         for _, r in rows.iterrows():
             marked = set(lb.in_domain.get(r["model"], [])) if r["kind"] == "measured" else set()
-            cells = [fmt(r[c]) + (" ★" if c in marked and fmt(r[c]) else "") for c in cols]
+            pub = r["kind"] == "reported"
+            cells = [fmt(r[c], as_published=pub) + (" ★" if c in marked and fmt(r[c]) else "") for c in cols]
             src = r["source"] if r["kind"] == "measured" else f"[{source_ids[r['source']]}]"
             lines.append(
-                "| " + " | ".join([str(r["model"]), _fmt_nfe(r["nfe"]), r["kind"], *cells, src]) + " |"
+                "| " + " | ".join([str(r["model"]), fmt_nfe(r["nfe"]), r["kind"], *cells, src]) + " |"
             )
         lines.append("")
         d = lb.deltas[lb.deltas[cols].notna().any(axis=1)] if len(lb.deltas) else lb.deltas

@@ -30,6 +30,7 @@ from tdm_r1.eval.leaderboard import (
     benchmarks_of,
     build,
     fmt,
+    fmt_nfe,
     split_column,
 )
 from tdm_r1.eval.results import NOT_BENCHMARKS
@@ -81,12 +82,12 @@ def _leaderboard_html(lb: Leaderboard) -> str:
             marked = set(lb.in_domain.get(r["model"], [])) if r["kind"] == "measured" else set()
             cells = []
             for c in cols:
-                text = fmt(r[c])
+                text = fmt(r[c], as_published=r["kind"] == "reported")
                 if c in marked and text:
                     cells.append(f'<td class="num in-domain">{text} ★</td>')
                 else:
                     cells.append(f'<td class="num">{text}</td>')
-            nfe = "" if pd.isna(r["nfe"]) else str(int(r["nfe"]))
+            nfe = fmt_nfe(r["nfe"])
             src = r["source"] if r["kind"] == "measured" else f"[{source_ids[r['source']]}]"
             body.append(
                 f'<tr class="{r["kind"]}"><td>{html.escape(str(r["model"]))}</td><td class="num">{nfe}</td>'
