@@ -162,10 +162,20 @@ def eval_cmd(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
 ) -> None:
     """Generate, score and summarise: results/<benchmark>/<model>.csv (cached and resumable)."""
+    from tdm_r1.errors import ConfigError
     from tdm_r1.eval.launch import in_distributed_launch, launch
     from tdm_r1.plugins import load_plugins
 
     if num_processes > 1 and not in_distributed_launch():
+        if device is None or device.startswith("cuda"):
+            import torch
+
+            gpus = torch.cuda.device_count()
+            if gpus and num_processes > gpus:
+                raise ConfigError(
+                    f"--num-processes {num_processes} needs one GPU per process, but {gpus} GPU(s) are "
+                    "visible: use at most that many processes, or --device cpu for CPU processes"
+                )
         args = ["eval", "--model", model, "--batch-size", str(batch_size)]
         for b in benchmark or []:
             args += ["--benchmark", b]

@@ -36,9 +36,11 @@ class Calls:
     images: int = 0
     reward_calls: int = 0
     scored: int = 0
+    load_device: Any = None
 
     def reset(self) -> None:
         self.loads = self.generate_calls = self.images = self.reward_calls = self.scored = 0
+        self.load_device = None
 
 
 CALLS = Calls()
@@ -49,9 +51,10 @@ def _seed_of(*parts: Any) -> int:
 
 
 class KitAdapter:
-    def __init__(self, preset: KitPreset) -> None:
+    def __init__(self, preset: KitPreset, device: Any = None) -> None:
         self.preset = preset
         self.nfe = preset.nfe
+        self.device = torch.device(device or "cpu")
 
     def config_dict(self) -> dict[str, Any]:
         return {"kit": self.preset.name, "brightness": self.preset.brightness}
@@ -84,7 +87,7 @@ class KitAdapter:
         if log:
             with open(log, "a", encoding="utf-8") as fh:
                 fh.writelines(f"{prompt}|{seed}\n" for prompt, seed in zip(prompts, seeds, strict=True))
-        return torch.stack(out)
+        return torch.stack(out).to(self.device)  # like a real adapter: images on its device
 
 
 @dataclass
@@ -111,7 +114,8 @@ class KitPreset:
 
     def load(self, device: Any = None, dtype: Any = None, **overrides: Any) -> KitAdapter:
         CALLS.loads += 1
-        return KitAdapter(self)
+        CALLS.load_device = device
+        return KitAdapter(self, device)
 
 
 class KitBrightness(Reward):

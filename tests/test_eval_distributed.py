@@ -26,7 +26,7 @@ def test_two_cpu_processes_give_the_same_results_as_one(kit: Kit, tmp_path: Path
         PYTHONPATH=os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")]),
     )
     cmd = [sys.executable, "-m", "tdm_r1.cli", "-q", "eval", "--model", "kit-r1", "--num-processes", "2"]
-    cmd += ["--plugin", "evalkit:register", "--batch-size", "3", "--no-progress"]
+    cmd += ["--plugin", "evalkit:register", "--batch-size", "3", "--no-progress", "--device", "cpu"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

@@ -219,3 +219,21 @@ def test_an_unavailable_optional_reward_is_skipped(kit: Kit) -> None:
     )
     with pytest.raises(UnknownNameError, match="not-installed-judge"):
         evaluate("kit-r1", [required], progress=False)
+
+
+@pytest.mark.gpu
+def test_the_runner_uses_the_accelerator_and_matches_the_cpu(kit: Kit, tmp_path: Path) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    evaluate("kit-r1", progress=False)  # default device: accelerate's, i.e. the GPU
+    assert torch.device(CALLS.load_device).type == "cuda"
+    evaluate(
+        "kit-r1",
+        device="cpu",
+        results_root=tmp_path / "cpu",
+        cache_root=tmp_path / "cpu-cache",
+        progress=False,
+    )
+    assert _csvs(kit.results) == _csvs(tmp_path / "cpu")
