@@ -1,0 +1,367 @@
+"""All result CSVs + published numbers -> one comparison table (pandas).
+
+Rows are *entries*: a measured model (from ``results/<benchmark>/<model>.csv``) or a reported
+(model, source) pair from ``results/reference/published.csv``. A measured and a reported entry are
+never merged, even when they name the same model: ``kind`` says which is which and ``source``
+where a number comes from. Columns are ``<benchmark>/<metric>`` (``geneval/overall``,
+``drawbench/pickscore``...).
+
+Relations come from each run's ``meta.json`` (copied there from the model preset): an RL model's
+``few_step_base`` and multi-step ``baseline`` give its delta rows, and its ``in_domain`` rewards
+mark the columns it was trained for (every column that such a reward scores as a benchmark's
+in-domain reward).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tdm_r1.errors import ConfigError
+from tdm_r1.eval.benchmark import GENEVAL_TASKS
+from tdm_r1.eval.results import read_meta, read_summaries
+from tdm_r1.paths import results_dir as default_results_dir
+
+PUBLISHED_COLUMNS: tuple[str, ...] = (
+    "model",
+    "nfe",
+    "benchmark",
+    "metric",
+    "value",
+    "higher_is_better",
+    "source",
+    "secondary",
+    "note",
+)
+ENTRY_COLUMNS: tuple[str, ...] = ("model", "nfe", "kind", "source", "few_step_base", "baseline", "in_domain")
+DELTA_COLUMNS: tuple[str, ...] = ("model", "reference", "relation")
+
+BENCHMARK_ORDER: tuple[str, ...] = ("geneval", "ocr", "pickscore", "drawbench", "toy-geneval", "toy-ocr")
+METRIC_ORDER: tuple[str, ...] = (
+    "overall",
+    *GENEVAL_TASKS,
+    "ocr",
+    "pickscore",
+    "hpsv2.1",
+    "hpsv2",
+    "hpsv3",
+    "aesthetic",
+    "imagereward",
+    "clipscore",
+    "vlm-judge",
+)
+TITLES = {
+    "geneval": "GenEval (in-domain for GenEval-trained models)",
+    "ocr": "OCR (in-domain for OCR-trained models)",
+    "pickscore": "PickScore on Pick-a-Pic test prompts",
+    "drawbench": "DrawBench: out-of-domain image quality",
+    "toy-geneval": "Toy world GenEval",
+    "toy-ocr": "Toy world OCR",
+    "unspecified": "Reported metrics whose prompt set the source does not name",
+}
+
+
+def column(benchmark: str, metric: str) -> str:
+    return f"{benchmark}/{metric}"
+
+
+def split_column(col: str) -> tuple[str, str]:
+    bench, _, metric = col.partition("/")
+    return bench, metric
+
+
+def _column_key(col: str) -> tuple[int, str, int, str]:
+    bench, metric = split_column(col)
+    b = BENCHMARK_ORDER.index(bench) if bench in BENCHMARK_ORDER else len(BENCHMARK_ORDER)
+    m = METRIC_ORDER.index(metric) if metric in METRIC_ORDER else len(METRIC_ORDER)
+    return (b, bench, m, metric)
+
+
+@dataclass
+class Leaderboard:
+    """The comparison table and what is needed to render it.
+
+    Attributes:
+        table: one row per entry: ``ENTRY_COLUMNS`` then one column per metric.
+        metrics: the metric columns, in display order.
+        higher_is_better: direction of each metric column.
+        in_domain: measured model -> its in-domain metric columns.
+        deltas: ``DELTA_COLUMNS`` then the metric columns: model minus its few-step base /
+            baseline, for measured models whose references were measured too.
+        ci: (measured model, column) -> (ci_low, ci_high).
+        sources: reported source text -> whether it is secondary.
+    """
+
+    table: pd.DataFrame
+    metrics: list[str]
+    higher_is_better: dict[str, bool]
+    in_domain: dict[str, list[str]] = field(default_factory=dict)
+    deltas: pd.DataFrame = field(default_factory=pd.DataFrame)
+    ci: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
+    sources: dict[str, bool] = field(default_factory=dict)
+
+    def measured(self) -> pd.DataFrame:
+        return self.table[self.table["kind"] == "measured"]
+
+    def reported(self) -> pd.DataFrame:
+        return self.table[self.table["kind"] == "reported"]
+
+
+def published_path(root: Path | None = None) -> Path:
+    return (root or default_results_dir()) / "reference" / "published.csv"
+
+
+def load_published(path: Path) -> pd.DataFrame:
+    """Read and check ``published.csv`` (long format, one number per row, each with a source)."""
+    if not path.is_file():
+        return pd.DataFrame(columns=list(PUBLISHED_COLUMNS))
+    df = pd.read_csv(path, dtype={"source": str, "note": str, "secondary": str}, keep_default_na=False)
+    missing = [c for c in PUBLISHED_COLUMNS if c not in df.columns]
+    if missing:
+        raise ConfigError(f"{path}: missing columns {missing}; expected {list(PUBLISHED_COLUMNS)}")
+    if (df["source"].str.strip() == "").any():
+        bad = df.loc[df["source"].str.strip() == "", "model"].tolist()
+        raise ConfigError(f"{path}: every published number needs a source; rows without one: {bad}")
+    df["value"] = pd.to_numeric(df["value"], errors="raise")
+    df["nfe"] = pd.to_numeric(df["nfe"].replace("", float("nan")))
+    df["higher_is_better"] = df["higher_is_better"].astype(str).str.lower().isin({"true", "1", "yes"})
+    df["secondary"] = df["secondary"].astype(str).str.lower().isin({"true", "1", "yes"})
+    return df
+
+
+def _measured(root: Path) -> tuple[list[dict[str, Any]], dict[str, bool], dict[str, list[str]], dict]:
+    summaries = read_summaries(root)
+    entries: dict[str, dict[str, Any]] = {}
+    directions: dict[str, bool] = {}
+    in_domain: dict[str, list[str]] = {}
+    ci: dict[tuple[str, str], tuple[float, float]] = {}
+    metas: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in summaries.itertuples(index=False):
+        model, bench = str(row.model), str(row.benchmark)
+        if (bench, model) not in metas:
+            metas[(bench, model)] = read_meta(bench, model, root)
+        meta = metas[(bench, model)]
+        col = column(bench, str(row.metric))
+        entry = entries.setdefault(
+            model,
+            {
+                "model": model,
+                "nfe": row.nfe,
+                "kind": "measured",
+                "_versions": set(),
+                "_limits": set(),
+                "_meta": {},
+            },
+        )
+        entry["_versions"].add(str(row.tdmbench_version))
+        if meta.get("limit") is not None:
+            entry["_limits"].add(f"{bench}: --limit {meta['limit']}")
+        model_meta = meta.get("model", {})
+        for key in ("few_step_base", "baseline", "in_domain"):
+            if model_meta.get(key) and not entry["_meta"].get(key):
+                entry["_meta"][key] = model_meta[key]
+        entry[col] = float(row.mean)
+        ci[(model, col)] = (float(row.ci_low), float(row.ci_high))
+        rewards = {r["name"]: r for r in meta.get("rewards", [])}
+        info = rewards.get(str(row.reward), {})
+        directions[col] = bool(info.get("higher_is_better", _reward_direction(str(row.reward))))
+        trained = model_meta.get("in_domain") or []
+        if str(row.reward) in trained and info.get("role", "in_domain") == "in_domain":
+            in_domain.setdefault(model, []).append(col)
+    out = []
+    for model in sorted(entries):
+        e = entries[model]
+        rel = e.pop("_meta")
+        e["source"] = "tdmbench " + ", ".join(sorted(e.pop("_versions")))
+        limits = sorted(e.pop("_limits"))
+        if limits:  # a partial run must not pass for a full one
+            e["source"] += f" ({'; '.join(limits)})"
+        e["few_step_base"] = rel.get("few_step_base") or ""
+        e["baseline"] = rel.get("baseline") or ""
+        e["in_domain"] = ";".join(rel.get("in_domain") or [])
+        out.append(e)
+    return out, directions, in_domain, ci
+
+
+def _reward_direction(name: str) -> bool:
+    """``higher_is_better`` of a registered reward (``True`` when it is not registered here)."""
+    from tdm_r1.registry import REWARDS
+
+    if name in REWARDS:
+        return bool(getattr(REWARDS.get(name), "higher_is_better", True))
+    return True
+
+
+def _reported(published: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[str, bool], dict[str, bool]]:
+    entries: dict[tuple[str, str], dict[str, Any]] = {}
+    directions: dict[str, bool] = {}
+    sources: dict[str, bool] = {}
+    for row in published.itertuples(index=False):
+        key = (str(row.model), str(row.source))
+        entry = entries.setdefault(
+            key,
+            {
+                "model": row.model,
+                "nfe": float("nan"),
+                "kind": "reported",
+                "source": row.source,
+                "few_step_base": "",
+                "baseline": "",
+                "in_domain": "",
+            },
+        )
+        if not math.isnan(row.nfe) and math.isnan(entry["nfe"]):
+            entry["nfe"] = row.nfe
+        col = column(str(row.benchmark), str(row.metric))
+        if col in entry:
+            raise ConfigError(f"published.csv gives {row.model} {col} twice for the same source")
+        entry[col] = float(row.value)
+        directions.setdefault(col, bool(row.higher_is_better))
+        sources[str(row.source)] = bool(row.secondary)
+    return list(entries.values()), directions, sources
+
+
+def build(root: Path | None = None, published: Path | None = None) -> Leaderboard:
+    """The leaderboard of every result under ``root`` plus ``published`` (default
+    ``<root>/reference/published.csv``)."""
+    root = root or default_results_dir()
+    measured, dir_m, in_domain, ci = _measured(root)
+    reported, dir_r, sources = _reported(load_published(published or published_path(root)))
+    directions = {**dir_r, **dir_m}
+    metrics = sorted(directions, key=_column_key)
+    table = pd.DataFrame(measured + reported, columns=[*ENTRY_COLUMNS, *metrics])
+    table["nfe"] = pd.to_numeric(table["nfe"]).round().astype("Int64")
+    return Leaderboard(
+        table=table.reset_index(drop=True),
+        metrics=metrics,
+        higher_is_better=directions,
+        in_domain=in_domain,
+        deltas=_deltas(table, metrics),
+        ci=ci,
+        sources=sources,
+    )
+
+
+def _deltas(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    measured = table[table["kind"] == "measured"].set_index("model")
+    rows = []
+    for model, entry in measured.iterrows():
+        for relation in ("few_step_base", "baseline"):
+            ref = entry[relation]
+            if not ref:
+                continue
+            if ref not in measured.index:
+                continue
+            diff = measured.loc[ref, metrics]
+            row = {"model": model, "reference": ref, "relation": relation}
+            row.update({c: entry[c] - diff[c] for c in metrics})
+            rows.append(row)
+    return pd.DataFrame(rows, columns=[*DELTA_COLUMNS, *metrics])
+
+
+# ------------------------------------------------------------------------------------ rendering
+def arrow(higher_is_better: bool) -> str:
+    return "↑" if higher_is_better else "↓"
+
+
+def fmt(value: Any, *, signed: bool = False, as_published: bool = False) -> str:
+    """3 decimals (2 from 10 up); ``as_published`` keeps a reported number's own digits."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    v = float(value)
+    if as_published:
+        return f"{v:g}"
+    digits = 2 if abs(v) >= 10 else 3
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def fmt_nfe(value: Any) -> str:
+    return "" if pd.isna(value) else str(int(value))
+
+
+def benchmarks_of(metrics: list[str]) -> list[str]:
+    out: list[str] = []
+    for col in metrics:
+        bench, _ = split_column(col)
+        if bench not in out:
+            out.append(bench)
+    return out
+
+
+def to_markdown(lb: Leaderboard) -> str:
+    """One table per benchmark (entries with a number there), delta tables, sources."""
+    source_ids = {s: i + 1 for i, s in enumerate(lb.sources)}
+    lines = [
+        "# Leaderboard",
+        "",
+        "Built by `tdmbench leaderboard` from `results/<benchmark>/<model>.csv` (kind `measured`) and "
+        "`results/reference/published.csv` (kind `reported`, with numbered sources below). Measured and "
+        "reported entries are never merged. ↑/↓: higher/lower is better. ★: the in-domain metric of an RL "
+        "model (a reward it was trained on). Do not edit by hand.",
+        "",
+    ]
+    for bench in benchmarks_of(lb.metrics):
+        cols = [c for c in lb.metrics if split_column(c)[0] == bench]
+        rows = lb.table[lb.table[cols].notna().any(axis=1)]
+        if rows.empty:
+            continue
+        lines += [f"## {TITLES.get(bench, bench)}", ""]
+        header = [
+            "model",
+            "NFE",
+            "kind",
+            *[f"{split_column(c)[1]} {arrow(lb.higher_is_better[c])}" for c in cols],
+        ]
+        header.append("source")
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---", "---:", "---"] + ["---:"] * len(cols) + ["---"]) + "|")
+        for _, r in rows.iterrows():
+            marked = set(lb.in_domain.get(r["model"], [])) if r["kind"] == "measured" else set()
+            pub = r["kind"] == "reported"
+            cells = [fmt(r[c], as_published=pub) + (" ★" if c in marked and fmt(r[c]) else "") for c in cols]
+            src = r["source"] if r["kind"] == "measured" else f"[{source_ids[r['source']]}]"
+            lines.append(
+                "| " + " | ".join([str(r["model"]), fmt_nfe(r["nfe"]), r["kind"], *cells, src]) + " |"
+            )
+        lines.append("")
+        d = lb.deltas[lb.deltas[cols].notna().any(axis=1)] if len(lb.deltas) else lb.deltas
+        if len(d):
+            lines += [f"Deltas ({bench}): model minus reference, both measured.", ""]
+            lines.append(
+                "| model | minus | relation | " + " | ".join(split_column(c)[1] for c in cols) + " |"
+            )
+            lines.append("|" + "|".join(["---"] * 3 + ["---:"] * len(cols)) + "|")
+            for _, r in d.iterrows():
+                rel = "few-step base" if r["relation"] == "few_step_base" else "multi-step baseline"
+                cells = [fmt(r[c], signed=True) for c in cols]
+                lines.append("| " + " | ".join([r["model"], r["reference"], rel, *cells]) + " |")
+            lines.append("")
+    if lb.sources:
+        lines += ["## Sources of reported numbers", ""]
+        for s, i in source_ids.items():
+            lines.append(f"{i}. {s}{' (secondary source)' if lb.sources[s] else ''}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write(lb: Leaderboard, root: Path | None = None) -> dict[str, Path]:
+    """``leaderboard.csv``, ``leaderboard.md`` and ``leaderboard_deltas.csv`` under ``root``."""
+    from tdm_r1.eval.cache import atomic_write_text
+
+    root = root or default_results_dir()
+    paths = {
+        "csv": root / "leaderboard.csv",
+        "md": root / "leaderboard.md",
+        "deltas": root / "leaderboard_deltas.csv",
+    }
+    atomic_write_text(paths["csv"], lb.table.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(paths["md"], to_markdown(lb))
+    atomic_write_text(paths["deltas"], lb.deltas.to_csv(index=False, lineterminator="\n"))
+    return paths
+
+
+__all__ = ["Leaderboard", "build", "load_published", "to_markdown", "write"]

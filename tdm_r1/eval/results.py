@@ -1,0 +1,142 @@
+"""The on-disk layout of evaluation results (the contract that scripts depend on).
+
+::
+
+    results/<benchmark>/<model>.csv              summary: one row per metric (committed)
+    results/<benchmark>/<model>.meta.json        tdmbench version, model config, rewards (committed)
+    results/<benchmark>/<model>.samples.parquet  one row per image x reward (not committed)
+    results/leaderboard.{csv,md}                 built by `tdmbench leaderboard` (committed)
+    results/reference/published.csv              published numbers with their sources (committed)
+
+Folders under ``results/`` that are not benchmarks (``reference``, ``perf``, ``plots``, ``report``)
+are never read as benchmark results.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tdm_r1.eval.cache import atomic_write_text, stable_json
+from tdm_r1.paths import results_dir as default_results_dir
+
+#: Columns of ``results/<benchmark>/<model>.csv``, in order (the contract, then versions).
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "model",
+    "benchmark",
+    "metric",
+    "mean",
+    "std",
+    "n",
+    "ci_low",
+    "ci_high",
+    "nfe",
+    "reward",
+    "reward_version",
+    "benchmark_version",
+    "tdmbench_version",
+    "model_config_hash",
+)
+
+#: Columns of the per-sample parquet, in order.
+SAMPLE_COLUMNS: tuple[str, ...] = (
+    "model",
+    "benchmark",
+    "benchmark_version",
+    "prompt_id",
+    "prompt",
+    "metadata",
+    "sample",
+    "seed",
+    "image_key",
+    "image_sha256",
+    "reward",
+    "reward_version",
+    "reward_options",
+    "metric",
+    "role",
+    "score",
+    "nan_reason",
+    "details",
+    "tdmbench_version",
+    "model_config_hash",
+)
+
+NOT_BENCHMARKS = frozenset({"reference", "perf", "plots", "report"})
+
+
+def file_stem(model: str) -> str:
+    """A model name as a file name (``/`` and ``:`` of run paths become ``__``)."""
+    return model.replace("/", "__").replace(":", "__")
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    csv: Path
+    meta: Path
+    samples: Path
+
+
+def run_files(benchmark: str, model: str, root: Path | None = None) -> RunFiles:
+    folder = (root or default_results_dir()) / benchmark
+    stem = file_stem(model)
+    return RunFiles(
+        csv=folder / f"{stem}.csv",
+        meta=folder / f"{stem}.meta.json",
+        samples=folder / f"{stem}.samples.parquet",
+    )
+
+
+def summary_csv_text(summary: pd.DataFrame) -> str:
+    missing = [c for c in SUMMARY_COLUMNS if c not in summary.columns]
+    if missing:
+        raise ValueError(f"summary lacks columns {missing}")
+    buf = io.StringIO()
+    summary.loc[:, list(SUMMARY_COLUMNS)].to_csv(buf, index=False, lineterminator="\n")
+    return buf.getvalue()
+
+
+def write_run(files: RunFiles, summary: pd.DataFrame, samples: pd.DataFrame, meta: dict[str, Any]) -> None:
+    """Write the three files atomically (samples first, the summary CSV last)."""
+    files.csv.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=files.samples.parent, prefix=f".{files.samples.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        samples.loc[:, list(SAMPLE_COLUMNS)].to_parquet(tmp, index=False)
+        os.replace(tmp, files.samples)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    atomic_write_text(files.meta, json.dumps(json.loads(stable_json(meta)), indent=2, sort_keys=True) + "\n")
+    atomic_write_text(files.csv, summary_csv_text(summary))
+
+
+def read_summaries(root: Path | None = None) -> pd.DataFrame:
+    """Every ``results/<benchmark>/*.csv`` with the summary columns, concatenated."""
+    root = root or default_results_dir()
+    frames = []
+    if root.is_dir():
+        for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in NOT_BENCHMARKS):
+            for path in sorted(folder.glob("*.csv")):
+                df = pd.read_csv(path, dtype={"reward_version": str, "benchmark_version": str})
+                if set(SUMMARY_COLUMNS) <= set(df.columns):
+                    frames.append(df.loc[:, list(SUMMARY_COLUMNS)])
+    if not frames:
+        return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_meta(benchmark: str, model: str, root: Path | None = None) -> dict[str, Any]:
+    path = run_files(benchmark, model, root).meta
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def read_samples(benchmark: str, model: str, root: Path | None = None) -> pd.DataFrame:
+    """The per-sample table of one run (``FileNotFoundError`` if it was not kept)."""
+    return pd.read_parquet(run_files(benchmark, model, root).samples)
