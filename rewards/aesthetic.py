@@ -12,12 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tdm_r1.rewards.clip_backbone import MODEL_PATTERNS, HFClip, l2_normalize
-from tdm_r1.rewards.linear_mlp import load_linear_mlp
-from tdm_r1.rewards.model_reward import ModelReward
 
 from tdm_r1.errors import ShapeError
 from tdm_r1.registry import register_reward
+from tdm_r1.rewards.clip_backbone import MODEL_PATTERNS, HFClip, l2_normalize
+from tdm_r1.rewards.linear_mlp import load_linear_mlp
+from tdm_r1.rewards.model_reward import ModelReward
 from tdm_r1.weights import WeightFile, declare, resolve
 
 CLIP = WeightFile(

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tdm_r1.rewards.preprocess import ImagePreprocess
 
 from tdm_r1.errors import ConfigError, MissingWeightsError
+from tdm_r1.rewards.preprocess import ImagePreprocess
 
 log = logging.getLogger(__name__)
 

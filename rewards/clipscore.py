@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tdm_r1.rewards.clip_backbone import MODEL_PATTERNS, HFClip, l2_normalize
-from tdm_r1.rewards.model_reward import ModelReward
 
 from tdm_r1.errors import ConfigError
 from tdm_r1.registry import register_reward
+from tdm_r1.rewards.clip_backbone import MODEL_PATTERNS, HFClip, l2_normalize
+from tdm_r1.rewards.model_reward import ModelReward
 from tdm_r1.weights import WeightFile, declare, resolve
 
 MODEL = WeightFile(

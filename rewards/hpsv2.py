@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tdm_r1.rewards.checkpoints import load_torch_file, strip_prefix
-from tdm_r1.rewards.model_reward import ModelReward
-from tdm_r1.rewards.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocess
 
 from tdm_r1.deps import require
 from tdm_r1.errors import ConfigError, ShapeError
 from tdm_r1.registry import register_reward
+from tdm_r1.rewards.checkpoints import load_torch_file, strip_prefix
+from tdm_r1.rewards.model_reward import ModelReward
+from tdm_r1.rewards.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocess
 from tdm_r1.weights import WeightFile, declare, resolve
 
 log = logging.getLogger(__name__)

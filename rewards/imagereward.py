@@ -19,14 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from tdm_r1.errors import ConfigError, ShapeError
+from tdm_r1.registry import register_reward
 from tdm_r1.rewards.checkpoints import load_torch_file, strip_prefix
 from tdm_r1.rewards.imagereward_checkpoint import TEXT, VISION, SplitCheckpoint, load_strict, split_checkpoint
 from tdm_r1.rewards.linear_mlp import load_linear_mlp
 from tdm_r1.rewards.model_reward import ModelReward
 from tdm_r1.rewards.preprocess import ImagePreprocess
-
-from tdm_r1.errors import ConfigError, ShapeError
-from tdm_r1.registry import register_reward
 from tdm_r1.weights import WeightFile, declare, resolve
 
 log = logging.getLogger(__name__)

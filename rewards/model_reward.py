@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from tdm_r1.rewards.base import Reward, RewardOutput
 
 from tdm_r1.errors import ConfigError
+from tdm_r1.rewards.base import Reward, RewardOutput
 
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,

@@ -287,9 +287,10 @@ def write_imagereward(folder: str | Path, size: str = "tiny", *, seed: int = 0) 
     ``embeddings.position_ids``) so that the loader meets the real key set.
     """
     from accelerate.utils import set_seed
+    from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
+
     from tdm_r1.rewards.imagereward_checkpoint import to_upstream_state_dict
     from tdm_r1.rewards.linear_mlp import LinearMLP
-    from transformers import BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
 
     spec = _size(IMAGEREWARD_SIZES, size)
     folder = Path(folder)

@@ -27,8 +27,10 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Official benchmark prompt files (downloaded by sha256).", no_args_is_help=True)
 weights_app = typer.Typer(help="Model weights each reward and model needs.", no_args_is_help=True)
+toy_app = typer.Typer(help="The embedded toy world: rebuild its models.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(weights_app, name="weights")
+app.add_typer(toy_app, name="toy")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -326,6 +328,151 @@ def eval_cmd(
         )
 
 
+# ------------------------------------------------------------------------------- train / distill
+def _train_common(
+    *,
+    command: str,
+    config: str | None,
+    overrides: list[str],
+    flags: dict[str, Any],
+    num_processes: int,
+    cli_args: list[str],
+) -> None:
+    from tdm_r1.eval.launch import in_distributed_launch, launch
+    from tdm_r1.train.config import check_world, load_train_config
+
+    cfg = load_train_config(config, overrides=overrides, flags=flags)
+    check_world(cfg, num_processes if not in_distributed_launch() else 1)
+    if num_processes > 1 and not in_distributed_launch():
+        launch(
+            num_processes,
+            [command, *cli_args],
+            what="training run",
+            resume_hint=f"Checkpoints are in {cfg.run_dir()}: rerun the same command to resume.",
+        )
+        return
+    from tdm_r1.train.trainer import Trainer
+
+    run = Trainer(cfg).fit()
+    typer.echo(f"run folder: {run}")
+    typer.echo(f"final model: {run / 'final' / 'preset.json'} (registered as {cfg.register_as or cfg.name})")
+
+
+def _default_train_config(model: str | None, rewards: list[str]) -> str | None:
+    """``presets/toy-<reward>.yaml`` for the toy world (the default model), else None."""
+    from tdm_r1.rewards.base import parse_reward_specs
+    from tdm_r1.train.config import PRESETS_DIR
+
+    if model not in (None, "toy-4step"):
+        return None
+    names = list(parse_reward_specs(rewards)) if rewards else []
+    if len(names) == 1 and (PRESETS_DIR / f"toy-{names[0]}.yaml").is_file():
+        return f"toy-{names[0]}"
+    return "toy-r1"
+
+
+NumProcOpt = Annotated[
+    int, typer.Option("--num-processes", help="Processes on this machine (accelerate / torchrun).")
+]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="YAML config: a file or a shipped preset (presets/NAME.yaml)."),
+]
+
+
+@app.command("train")
+@friendly_errors
+def train_cmd(
+    reward: RewardOpt = None,  # type: ignore[assignment]
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Generator preset (default toy-4step).")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,  # type: ignore[assignment]
+    name: Annotated[str | None, typer.Option("--name", help="Run name (folder under ./runs).")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Wall-clock budget.")] = None,
+    max_epochs: Annotated[int | None, typer.Option("--max-epochs", help="Epoch budget.")] = None,
+    device: DeviceOpt = None,
+    num_processes: NumProcOpt = 1,
+) -> None:
+    """TDM-R1: RL post-training of a few-step generator with any (non-differentiable) reward."""
+    from tdm_r1.errors import ConfigError
+    from tdm_r1.rewards.base import parse_reward_specs
+
+    if not reward and not config:
+        raise ConfigError(
+            "give a reward (--reward ocr, --reward ocr=0.7 --reward pickscore=0.3) or a --config"
+        )
+    config = config or _default_train_config(model, reward or [])
+    flags: dict[str, Any] = {
+        "rewards": parse_reward_specs(reward) if reward else None,
+        "model.name": model,
+        "name": name,
+        "max_minutes": max_minutes,
+        "max_epochs": max_epochs,
+        "model.device": device,
+    }
+    args = [f"--reward={r}" for r in reward or []]
+    for opt, val in (("--model", model), ("--config", config), ("--name", name), ("--device", device)):
+        if val is not None:
+            args += [opt, str(val)]
+    for opt, val in (("--max-minutes", max_minutes), ("--max-epochs", max_epochs)):
+        if val is not None:
+            args += [opt, str(val)]
+    for item in set_ or []:
+        args += ["--set", item]
+    _train_common(
+        command="train",
+        config=config,
+        overrides=set_ or [],
+        flags=flags,
+        num_processes=num_processes,
+        cli_args=args,
+    )
+
+
+@app.command("distill")
+@friendly_errors
+def distill_cmd(
+    teacher: Annotated[str, typer.Option("--teacher", "-t", help="Teacher preset (e.g. toy-teacher).")],
+    steps: Annotated[int, typer.Option("--steps", help="Student sampling steps K.")] = 4,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,  # type: ignore[assignment]
+    name: Annotated[str | None, typer.Option("--name", help="Run name (folder under ./runs).")] = None,
+    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Wall-clock budget.")] = None,
+    max_epochs: Annotated[int | None, typer.Option("--max-epochs", help="Epoch budget.")] = None,
+    device: DeviceOpt = None,
+    num_processes: NumProcOpt = 1,
+) -> None:
+    """TDM distillation: a K-step student from a teacher (the TDM-R1 trainer with the reward off)."""
+    flags: dict[str, Any] = {
+        "rewards": {},
+        "model.name": teacher,
+        "model.steps": steps,
+        "name": name,
+        "max_minutes": max_minutes,
+        "max_epochs": max_epochs,
+        "model.device": device,
+    }
+    args = ["--teacher", teacher, "--steps", str(steps)]
+    for opt, val in (("--config", config), ("--name", name), ("--device", device)):
+        if val is not None:
+            args += [opt, str(val)]
+    for opt, val in (("--max-minutes", max_minutes), ("--max-epochs", max_epochs)):
+        if val is not None:
+            args += [opt, str(val)]
+    for item in set_ or []:
+        args += ["--set", item]
+    _train_common(
+        command="distill",
+        config=config,
+        overrides=set_ or [],
+        flags=flags,
+        num_processes=num_processes,
+        cli_args=args,
+    )
+
+
 @app.command("leaderboard")
 @friendly_errors
 def leaderboard_cmd(
@@ -388,6 +535,45 @@ def weights_download(
         if key not in weights.MANIFEST:
             raise TdmError(f"unknown weight key {key!r}; see `tdmbench weights list`")
         typer.echo(f"{key}: {weights.download(weights.MANIFEST[key])}")
+
+
+# --------------------------------------------------------------------------------------- toy
+@toy_app.command("build")
+@friendly_errors
+def toy_build(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Build folder (checkpoints; rerun to resume).")
+    ] = Path("runs/toy-build"),
+    recipe: Annotated[str, typer.Option("--recipe", help="gpu | cpu (batch sizes and step counts).")] = "cpu",
+    device: DeviceOpt = None,
+    stage: Annotated[
+        list[str] | None, typer.Option("--stage", help="ae | teacher | student (repeatable; default all).")
+    ] = None,
+    minutes: Annotated[
+        float | None, typer.Option("--minutes", help="Stop (resumably) after this many minutes.")
+    ] = None,
+    install: Annotated[
+        bool, typer.Option("--install", help="Copy the finished models into the package (toy presets).")
+    ] = False,
+) -> None:
+    """Rebuild the toy autoencoder, teacher and 4-step student from scratch (resumable)."""
+    from tdm_r1.errors import ConfigError
+    from tdm_r1.toyworld.build import RECIPES, build
+
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+    stages = tuple(stage or ("ae", "teacher", "student"))
+    bad = [s for s in stages if s not in ("ae", "teacher", "student")]
+    if bad:
+        raise ConfigError(f"unknown stage(s) {bad}; valid: ae, teacher, student")
+    import torch
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    result = build(out, recipe=recipe, device=dev, stages=stages, minutes=minutes, install=install)
+    for name, info in result["stages"].items():
+        typer.echo(
+            f"{name}: {'finished' if info['finished'] else 'paused (rerun to resume)'} in {info['seconds']} s"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,10 +23,10 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
-from tdm_r1.rewards.base import NAN_REASON, Reward, RewardOutput
 
 from tdm_r1.eval.benchmark import GENEVAL_TASKS, Benchmark, PromptSource, RewardUse
 from tdm_r1.registry import BENCHMARKS, MODELS, REWARDS
+from tdm_r1.rewards.base import NAN_REASON, Reward, RewardOutput
 
 
 @dataclass

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from reward_testing import PROMPTS, assert_fast_missing_weights, smooth_images, use_empty_hf_cache
-from tdm_r1.rewards import build_reward
-from tdm_r1.rewards import random_weights as rw
-from tdm_r1.rewards.preprocess import ImagePreprocess
 
 from tdm_r1.errors import ConfigError, ShapeError
 from tdm_r1.images import to_pil
 from tdm_r1.registry import REWARDS
+from tdm_r1.rewards import build_reward
+from tdm_r1.rewards import random_weights as rw
+from tdm_r1.rewards.preprocess import ImagePreprocess
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 from reward_testing import PROMPTS, assert_fast_missing_weights, smooth_images, use_empty_hf_cache
-from tdm_r1.rewards import imagereward_checkpoint as ckpt_map
-from tdm_r1.rewards import random_weights as rw
 from torch import nn
 
 from tdm_r1.errors import ShapeError
 from tdm_r1.registry import REWARDS
+from tdm_r1.rewards import imagereward_checkpoint as ckpt_map
+from tdm_r1.rewards import random_weights as rw
 
 MEAN, STD = 0.16717362830052426, 1.0333394966054072
 

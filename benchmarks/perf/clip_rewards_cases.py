@@ -33,10 +33,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tdm_r1.rewards import random_weights as rw
-from tdm_r1.rewards.base import Reward
 
 from tdm_r1.registry import REWARDS
+from tdm_r1.rewards import random_weights as rw
+from tdm_r1.rewards.base import Reward
 
 #: reward name -> what the case builds (architecture as published).
 ARCHITECTURES: dict[str, str] = {

@@ -23,7 +23,9 @@ def in_distributed_launch() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ
 
 
-def launch(num_processes: int, cli_args: list[str]) -> None:
+def launch(
+    num_processes: int, cli_args: list[str], *, what: str = "evaluation", resume_hint: str = ""
+) -> None:
     """Run ``tdmbench <cli_args>`` in ``num_processes`` processes and wait for them.
 
     Raises :class:`TdmError` when any process fails (its output is already on the terminal).
@@ -45,7 +47,7 @@ def launch(num_processes: int, cli_args: list[str]) -> None:
     log.info("launching %d processes: %s", num_processes, " ".join(cmd))
     proc = subprocess.run(cmd, env=env, check=False)
     if proc.returncode != 0:
+        hint = resume_hint or "Finished images and scores are cached: rerun the same command to resume."
         raise TdmError(
-            f"the {num_processes}-process evaluation failed (exit code {proc.returncode}); see the "
-            "messages above. Finished images and scores are cached: rerun the same command to resume."
+            f"the {num_processes}-process {what} failed (exit code {proc.returncode}); see the messages above. {hint}"
         )

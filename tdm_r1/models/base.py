@@ -117,6 +117,10 @@ class ModelPreset:
         options: extra adapter keyword options (e.g. ``max_sequence_length``).
         model_file: weight declaration of the pipeline (environment variable, size, listing).
         sources: where the numbers come from (shown by ``tdmbench ls models``).
+        few_step_base, baseline: leaderboard relations of an RL model: its few-step starting point
+            and its many-step (100-NFE class) baseline (preset names).
+        in_domain: reward names the model was RL-trained on (marked in the leaderboard).
+        benchmarks: default benchmarks of ``tdmbench eval`` for this model.
     """
 
     name: str
@@ -140,6 +144,10 @@ class ModelPreset:
     options: dict[str, Any] = field(default_factory=dict)
     model_file: WeightFile | None = None
     sources: str = ""
+    few_step_base: str | None = None
+    baseline: str | None = None
+    in_domain: tuple[str, ...] = ()
+    benchmarks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -311,6 +319,22 @@ class ModelPreset:
                 adapter.load_role("generator", lora)
         return adapter
 
+    def config_dict(self) -> dict[str, Any]:
+        """Identity for evaluation caches without loading any weights.
+
+        The preset's fields plus a sha256 of the weight files that live in local folders (a
+        retrained toy model or a new training checkpoint gets a new identity); hub ids stand
+        for themselves.
+        """
+        data = self.to_dict()
+        data.pop("sources", None)
+        digests: dict[str, str | None] = {}
+        for key, value in (("pipeline", self.hub_id), ("lora", self.lora)):
+            if isinstance(value, str) and Path(value).expanduser().exists():
+                digests[key] = _digest_path(Path(value).expanduser())
+        data["weights_sha256"] = digests
+        return data
+
     # -- (de)serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
@@ -320,6 +344,8 @@ class ModelPreset:
                 out[key] = {"weight_file": dataclasses.asdict(value)}
         if self.lora_targets is not None:
             out["lora_targets"] = list(self.lora_targets)
+        out["in_domain"] = list(self.in_domain)
+        out["benchmarks"] = list(self.benchmarks)
         return out
 
     @classmethod
@@ -332,15 +358,36 @@ class ModelPreset:
         for key in ("lora", "model_file"):
             value = data.get(key)
             if isinstance(value, dict) and "weight_file" in value:
-                data[key] = WeightFile(**value["weight_file"])
+                wf = dict(value["weight_file"])
+                wf["patterns"] = tuple(wf.get("patterns", ()))  # JSON turns tuples into lists
+                data[key] = WeightFile(**wf)
         if data.get("lora_targets") is not None:
             data["lora_targets"] = tuple(data["lora_targets"])
+        for key in ("in_domain", "benchmarks"):
+            if key in data:
+                data[key] = tuple(data[key] or ())
         if base_dir is not None:  # paths in a preset file are relative to it
             for key in ("hub_id", "lora"):
                 value = data.get(key)
                 if isinstance(value, str) and _looks_like_path(value) and not Path(value).is_absolute():
                     data[key] = str((base_dir / value).resolve())
         return cls(**data)
+
+
+def _digest_path(path: Path) -> str:
+    """sha256 (16 hex) over the weight files under ``path`` (names and contents)."""
+    import hashlib
+
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        if f.suffix not in (".safetensors", ".bin", ".pt", ".ckpt", ".pth", ".json"):
+            continue
+        h.update(f.relative_to(path if path.is_dir() else path.parent).as_posix().encode())
+        with f.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
 
 
 def _check_options(cls: type, options: dict[str, Any]) -> None:

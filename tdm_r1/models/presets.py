@@ -6,6 +6,8 @@ Numbers and their sources: ``../shared/reference/method.md`` sections 1.4, 2.5, 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from tdm_r1.models.base import SD3_LORA_TARGETS, ModelPreset, register_preset
 from tdm_r1.weights import WeightFile, declare
 
@@ -164,7 +166,74 @@ register_preset(
 )
 
 # ---------------------------------------------------------------------------------- toy world (lead)
-# >>> The lead registers `toy-teacher` and `toy-4step` here: an SD3-architecture tiny model shipped in
-# >>> the package as a diffusers `save_pretrained` folder (family="sd3", hub_id=<local folder path>,
-# >>> kind="toy"; `toy-4step` adds lora=<saved role folder>, lora_format="peft").
+# The toy world's models ship inside the package (tdm_r1/toyworld/weights, see its MODEL_CARD.md):
+# a tiny SD3 pipeline (two CLIP text encoders on the real CLIP tokenizer, no T5: zeros as long as
+# the CLIP tokenizer, 20 tokens) and LoRA folders for the few-step student and the RL runs.
+TOY_WEIGHTS = Path(__file__).resolve().parent.parent / "toyworld" / "weights"
+TOY_OPTIONS = {"max_sequence_length": 20}
+TOY_BENCHMARKS = ("toy-geneval", "toy-ocr")
+
+register_preset(
+    ModelPreset(
+        name="toy-teacher",
+        family="sd3",
+        hub_id=str(TOY_WEIGHTS / "toy-teacher"),
+        steps=50,
+        guidance=5.0,
+        shift=1.0,
+        solver="euler",
+        height=64,
+        width=64,
+        kind="toy",
+        dtype="float32",
+        options=dict(TOY_OPTIONS),
+        benchmarks=TOY_BENCHMARKS,
+        sources="toy world teacher: 50 Euler steps x CFG 5 = 100 NFE (tdm_r1/toyworld/weights/MODEL_CARD.md)",
+    )
+)
+register_preset(
+    ModelPreset(
+        name="toy-4step",
+        family="sd3",
+        hub_id=str(TOY_WEIGHTS / "toy-teacher"),
+        steps=4,
+        guidance=1.0,
+        shift=1.0,
+        solver="euler",
+        height=64,
+        width=64,
+        kind="distilled",
+        lora=str(TOY_WEIGHTS / "toy-4step"),
+        lora_format="peft",
+        dtype="float32",
+        options=dict(TOY_OPTIONS),
+        baseline="toy-teacher",
+        benchmarks=TOY_BENCHMARKS,
+        sources="TDM distillation of toy-teacher (tdmbench distill), 4 Euler steps, no CFG",
+    )
+)
+for _reward in ("geneval", "ocr"):
+    register_preset(
+        ModelPreset(
+            name=f"toy-4step-r1-{_reward}",
+            family="sd3",
+            hub_id=str(TOY_WEIGHTS / "toy-teacher"),
+            steps=4,
+            guidance=1.0,
+            shift=1.0,
+            solver="euler",
+            height=64,
+            width=64,
+            kind="rl",
+            lora=str(TOY_WEIGHTS / f"toy-4step-r1-{_reward}"),
+            lora_format="peft",
+            dtype="float32",
+            options=dict(TOY_OPTIONS),
+            few_step_base="toy-4step",
+            baseline="toy-teacher",
+            in_domain=(_reward,),
+            benchmarks=TOY_BENCHMARKS,
+            sources=f"TDM-R1 on toy-4step with the {_reward} reward (tdmbench train --reward {_reward})",
+        )
+    )
 # <<< end of the toy-world presets

@@ -12,70 +12,17 @@ sampler, LoRA roles and the trainer exercise the same code paths as SD3.5-Medium
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 TOKENIZER_MAX_LENGTH = 20
 
 
-def clip_bpe_path() -> Path:
-    """The CLIP BPE merges file shipped inside open_clip's wheel (found without importing it)."""
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or spec.origin is None:
-        from tdm_r1.deps import install_hint
-
-        raise ImportError(
-            f"the CLIP vocabulary comes from open_clip's wheel; install it: {install_hint('open_clip')}"
-        )
-    path = Path(spec.origin).parent / "bpe_simple_vocab_16e6.txt.gz"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing from the installed open_clip package")
-    return path
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2 / CLIP byte -> printable unicode character table."""
-    bs = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
-    )
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, (chr(c) for c in cs), strict=True))
-
-
 def clip_tokenizer(model_max_length: int = TOKENIZER_MAX_LENGTH) -> Any:
-    """The real CLIP tokenizer (49408 tokens) as a transformers ``CLIPTokenizer``."""
-    from transformers import CLIPTokenizer
+    """The real CLIP tokenizer (49408 tokens, built offline) with the toy's short max length."""
+    from tdm_r1.models.tiny import clip_tokenizer as build
 
-    with gzip.open(clip_bpe_path(), "rt", encoding="utf-8") as fh:
-        lines = fh.read().split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
-    base = list(_bytes_to_unicode().values())
-    vocab_list = base + [b + "</w>" for b in base] + ["".join(m) for m in merges]
-    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
-    vocab = {tok: i for i, tok in enumerate(vocab_list)}
-    tok = CLIPTokenizer(
-        vocab=vocab,
-        merges=merges,
-        bos_token="<|startoftext|>",
-        eos_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-        model_max_length=model_max_length,
-    )
-    if len(tok) != 49408:
-        raise RuntimeError(f"CLIP tokenizer has {len(tok)} tokens, expected 49408")
-    return tok
+    return build(model_max_length)
 
 
 @dataclass(frozen=True)

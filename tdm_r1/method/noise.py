@@ -1,0 +1,110 @@
+"""Noise levels and forward re-noising from a trajectory boundary (TDM / TDM-R1).
+
+Shapes: sigmas are (N,) in [0, 1]; latents are (N, C, h, w).
+Flow convention: x_s = (1 - s) x0 + s * noise, v = noise - x0; the SD3 "timestep" is 1000 * s.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def shift_sigma(t: torch.Tensor, shift: float) -> torch.Tensor:
+    """Flow shift: un-shifted time t in [0, 1] -> sigma = shift t / (1 + (shift - 1) t)."""
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def unshift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
+    """Inverse of :func:`shift_sigma`."""
+    return sigma / (shift - (shift - 1) * sigma)
+
+
+def sample_sigma_above(
+    sigma_n: torch.Tensor,
+    *,
+    t_min: float = 0.0,
+    shift: float = 1.0,
+    margin: float = 20.0,
+    generator: torch.Generator | None = None,
+    u: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Draw sigma_tau above each boundary sigma_n: t ~ U[max(t_n + margin, t_min), 1000] in
+    un-shifted timesteps, then shifted (TDM-R1 samples its noisy queries this way).
+
+    Args:
+        sigma_n: (N,) boundary noise levels (0 for the final clean sample).
+        t_min: lower bound in timesteps (0..1000), e.g. ``t_min_dgpo`` = 300.
+        shift: the model's flow shift (3 for SD3.5-M at 512 px in TDM-R1's code, 1 for the toy).
+        margin: timesteps kept between the boundary and the query (20 in TDM-R1's code).
+        u: (N,) uniform [0, 1) draws to use instead of ``generator`` (per-sample seeding).
+
+    Returns:
+        (N,) sigma_tau in (sigma_n, 1].
+    """
+    t_n = unshift_sigma(sigma_n.float().cpu(), shift) * 1000
+    lo = torch.clamp(torch.maximum(t_n + margin, torch.full_like(t_n, float(t_min))), max=999.0)
+    if u is None:
+        u = torch.rand(sigma_n.shape, generator=generator)
+    t = lo + (1000.0 - lo) * u.float().cpu()
+    return shift_sigma(t / 1000, shift).to(sigma_n.device)
+
+
+def _b(x: torch.Tensor) -> torch.Tensor:
+    return x.view(-1, 1, 1, 1)
+
+
+def renoise_coefficients(sigma_n: torch.Tensor, sigma_tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """alpha = (1 - s_tau) / (1 - s_n), beta = sqrt(s_tau^2 - (s_n alpha)^2), both (N,).
+
+    With x_n = (1 - s_n) x0 + s_n n, ``alpha x_n + beta eps`` has the marginal of x at s_tau:
+    signal (1 - s_tau) x0 and noise variance (alpha s_n)^2 + beta^2 = s_tau^2.
+    """
+    if bool((sigma_tau < sigma_n).any()) or bool((sigma_n >= 1).any()):
+        raise ValueError("need sigma_n <= sigma_tau and sigma_n < 1")
+    alpha = (1 - sigma_tau) / (1 - sigma_n)
+    beta = torch.sqrt(torch.clamp(sigma_tau**2 - (sigma_n * alpha) ** 2, min=0.0))
+    return alpha, beta
+
+
+def renoise(
+    x_n: torch.Tensor, sigma_n: torch.Tensor, sigma_tau: torch.Tensor, eps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Diffuse boundary latents x_n (N,C,h,w) at sigma_n forward to sigma_tau with noise ``eps``.
+
+    Returns:
+        (x_tau, alpha, beta): x_tau = alpha x_n + beta eps, and the (N,) coefficients.
+    """
+    alpha, beta = renoise_coefficients(sigma_n, sigma_tau)
+    return _b(alpha) * x_n + _b(beta) * eps, alpha, beta
+
+
+def surrogate_velocity_target(
+    x_n: torch.Tensor,
+    sigma_n: torch.Tensor,
+    sigma_tau: torch.Tensor,
+    eps: torch.Tensor,
+    alpha: torch.Tensor,
+    beta: torch.Tensor,
+) -> torch.Tensor:
+    """Velocity target of the surrogate's denoising loss at x_tau = alpha x_n + beta eps.
+
+    ``v* = -x_n / (1 - s_n) + (eps / beta) (s_tau + s_n^2 alpha / (1 - s_n))`` (TDM-R1's code,
+    derived from its Eq. 9 with eta = 0). For s_n = 0 (x_n clean) it is the plain flow-matching
+    target ``eps - x_n``.
+    """
+    sn, st = _b(sigma_n), _b(sigma_tau)
+    a, b = _b(alpha), _b(beta)
+    return -x_n / (1 - sn) + (eps / b) * (st + sn**2 * a / (1 - sn))
+
+
+def x0_from_velocity(x_t: torch.Tensor, sigma: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """x0 = x_t - sigma v (sigma (N,) or scalar)."""
+    s = sigma if isinstance(sigma, float) else _b(torch.as_tensor(sigma, dtype=x_t.dtype, device=x_t.device))
+    return x_t - s * v
+
+
+def euler_step(
+    x_t: torch.Tensor, sigma_t: torch.Tensor, sigma_n: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """x_n = x_t - (s_t - s_n) v (one Euler step of the flow ODE)."""
+    return x_t - _b(sigma_t - sigma_n) * v

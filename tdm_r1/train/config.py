@@ -1,0 +1,236 @@
+"""Configuration of the TDM-R1 trainer (and of TDM distillation: the same trainer, reward off).
+
+Layers: dataclass defaults < ``--config`` YAML (a file, or a shipped preset ``presets/NAME.yaml``)
+< ``--set a.b=c`` < explicit CLI flags. Unknown keys are errors. Values follow the public TDM-R1
+recipe (``method.md`` section 2.6) unless a field says otherwise; the toy presets scale them down.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tdm_r1.errors import ConfigError
+
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+
+
+@dataclass
+class ModelConfig:
+    #: Preset of the generator's starting point (its LoRA, if any, becomes role "generator").
+    name: str = "toy-4step"
+    #: Teacher / reference preset (its pipeline must be the model's base); None = the model's own base.
+    teacher: str | None = None
+    #: Sampling steps K of the generator (None = the preset's).
+    steps: int | None = None
+    device: str | None = None
+    #: "bfloat16" / "float16" / "float32" (None = the preset's on accelerators, float32 on the CPU).
+    dtype: str | None = None
+    lora_rank: int = 32
+    lora_alpha: float = 64.0
+    #: LoRA target modules of the new roles (None = the family's attention projections).
+    lora_targets: list[str] | None = None
+    #: Initialise a missing generator role like this ("zeros" = start from the teacher).
+    generator_init: str = "zeros"
+    gradient_checkpointing: bool = False
+    offload_text_encoders: bool = True
+    height: int | None = None
+    width: int | None = None
+
+
+@dataclass
+class DataConfig:
+    #: "toy" (the toy grammar) or "file" (a .txt / .jsonl prompts file with metadata).
+    source: str = "toy"
+    #: Toy task mix: task -> weight (see ``tdm_r1.toyworld.grammar.TASKS``).
+    toy_tasks: dict[str, float] = field(default_factory=lambda: {"text": 1.0})
+    path: str | None = None
+    split: str = "train"
+
+
+@dataclass
+class RolloutConfig:
+    #: Prompts per epoch (groups) and images per prompt (group size G).
+    prompts_per_epoch: int = 48
+    group_size: int = 24
+    #: Images per generation call per process.
+    batch_size: int = 16
+    #: Reward scoring overlaps the next rollout chunk (thread pool).
+    async_rewards: bool = True
+
+
+@dataclass
+class MethodConfig:
+    #: Boundaries drawn per micro-batch (TDM-R1's num_train_timesteps).
+    num_train_timesteps: int = 2
+    #: Global micro-batch size (split evenly over processes).
+    micro_batch: int = 96
+    #: Teacher CFG scale of the normaliser's guided x0 (real_guidance_scale).
+    teacher_cfg: float = 4.5
+    #: Scale of the "CFG as reward" direction (3.5 in TDM-R1's code).
+    cfg_reward_scale: float = 3.5
+    tdm_weight: float = 0.3
+    #: Boundaries j < trunc_steps get the surrogate-reward term.
+    trunc_steps: int = 4
+    #: Surrogate CFG when it supplies the reward direction.
+    rl_cfg: float = 4.5
+    beta_dpo: float = 10.0
+    clip_range: float = 1e-3
+    reg_threshold: float = 0.05
+    #: L2 anchor of the surrogate to the reference (train.beta).
+    anchor_beta: float = 1e-3
+    use_tweight: bool = True
+    t_min_dgpo: float = 300.0
+    t_min_dgpo_reward: float = 300.0
+    #: Timesteps kept between a boundary and a noisy query.
+    margin: float = 20.0
+    fake_anchor: float = 0.02
+    #: Advantage std: "global" (TDM-R1 / Flow-GRPO) or "group".
+    adv_std: str = "global"
+    adv_clip: float = 5.0
+    #: Surrogate reference: "frozen" (the base; the public code) or "ema" (the paper's dynamic EMA).
+    reference: str = "frozen"
+    reference_ema_decay: float = 0.99
+    old_decay_min: float = 0.001
+    old_decay_max: float = 0.3
+    #: Flow shift used to draw noise levels in un-shifted time (None = the model's shift).
+    shift: float | None = None
+    #: Generator-loss weights without reward (TDM distillation): reverse KL and CFG reward.
+    distill_kl_weight: float = 1.0
+    distill_cfg_weight: float = 1.0
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    #: Generator lr = lr * generator_lr_scale (lr/4 in TDM-R1).
+    generator_lr_scale: float = 0.25
+    surrogate_lr_scale: float = 1.0
+    fake_lr_scale: float = 1.0
+    generator_betas: tuple[float, float] = (0.0, 0.999)
+    fake_betas: tuple[float, float] = (0.0, 0.999)
+    surrogate_betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-4
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    #: Micro-steps per optimiser update; 0 = all micro-steps of an epoch (one update per epoch,
+    #: the public recipe: 1152 samples per update).
+    grad_accum: int = 0
+    #: Generator EMA decay (per generator update).
+    ema_decay: float = 0.9
+
+
+@dataclass
+class TrainConfig:
+    #: Run name (the run folder is <runs>/<name>).
+    name: str = "tdm-r1"
+    seed: int = 42
+    #: Run folder (default: $TDMBENCH_RUNS/<name>).
+    output_dir: str | None = None
+    #: Rewards and weights; empty = TDM distillation (no reward, no surrogate).
+    rewards: dict[str, float] = field(default_factory=dict)
+    reward_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    max_epochs: int = 10000
+    #: Wall-clock budget in minutes (0 = none); the run stops after the epoch that crosses it.
+    max_minutes: float = 0.0
+    checkpoint_every: int = 10
+    #: Evaluate the EMA generator every N epochs (0 = only at the end) on these benchmarks.
+    eval_every: int = 0
+    eval_benchmarks: list[str] = field(default_factory=list)
+    eval_limit: int | None = None
+    eval_batch_size: int = 32
+    #: Register the final EMA generator under this preset name (run folder keeps preset.json).
+    register_as: str | None = None
+    #: "tensorboard", "wandb" (when installed) or "none"; metrics.jsonl is always written.
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
+
+    def __post_init__(self) -> None:
+        if self.rewards and self.rollout.group_size < 2:
+            raise ConfigError(
+                "rollout.group_size must be >= 2 with a reward: advantages compare the images of one prompt "
+                f"(got {self.rollout.group_size})"
+            )
+        if self.method.reference not in ("frozen", "ema"):
+            raise ConfigError(f"method.reference must be 'frozen' or 'ema', got {self.method.reference!r}")
+        if self.method.adv_std not in ("global", "group"):
+            raise ConfigError(f"method.adv_std must be 'global' or 'group', got {self.method.adv_std!r}")
+        if self.data.source not in ("toy", "file"):
+            raise ConfigError(f"data.source must be 'toy' or 'file', got {self.data.source!r}")
+        if self.data.source == "file" and not self.data.path:
+            raise ConfigError("data.source=file needs data.path (a .txt or .jsonl prompts file)")
+        for w in self.rewards.values():
+            if w != w:  # NaN
+                raise ConfigError("reward weights must be numbers")
+        if self.method.num_train_timesteps < 1 or self.method.micro_batch < 1:
+            raise ConfigError("method.num_train_timesteps and method.micro_batch must be >= 1")
+        if self.optim.grad_accum < 0:
+            raise ConfigError("optim.grad_accum must be >= 0 (0 = one update per epoch)")
+
+    @property
+    def distill(self) -> bool:
+        return not self.rewards
+
+    @property
+    def samples_per_epoch(self) -> int:
+        return self.rollout.prompts_per_epoch * self.rollout.group_size
+
+    def run_dir(self) -> Path:
+        from tdm_r1.paths import runs_dir
+
+        return Path(self.output_dir) if self.output_dir else runs_dir() / self.name
+
+
+def check_world(cfg: TrainConfig, world_size: int) -> None:
+    """Batch shapes that must divide evenly over ``world_size`` processes (checked before compute)."""
+    n = cfg.samples_per_epoch
+    mb = cfg.method.micro_batch
+    if n % mb:
+        raise ConfigError(
+            f"prompts_per_epoch x group_size = {n} samples per epoch is not a multiple of method.micro_batch={mb}"
+        )
+    if mb % world_size:
+        raise ConfigError(
+            f"method.micro_batch={mb} is not divisible by the {world_size} processes: every process must get "
+            "the same number of samples (no padding, no duplicates). Change micro_batch or the process count."
+        )
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A YAML file on disk, or a shipped preset: ``presets/NAME.yaml`` / ``NAME``."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        return p
+    name = p.name if p.suffix else f"{p.name}.yaml"
+    shipped = PRESETS_DIR / name
+    if shipped.is_file():
+        return shipped
+    available = sorted(q.stem for q in PRESETS_DIR.glob("*.yaml"))
+    import difflib
+
+    close = difflib.get_close_matches(p.stem, available, n=2)
+    hint = f" Did you mean {', '.join(close)}?" if close else ""
+    raise ConfigError(
+        f"config {str(path)!r} is neither a file nor a shipped preset.{hint} Presets: {', '.join(available)}"
+    )
+
+
+def load_train_config(
+    config: str | Path | None = None,
+    *,
+    overrides: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> TrainConfig:
+    from tdm_r1.config import load_config
+
+    return load_config(
+        TrainConfig,
+        yaml_path=resolve_config_path(config) if config else None,
+        overrides=overrides or [],
+        flags=flags or {},
+    )

@@ -1,0 +1,70 @@
+"""Training prompts: the toy grammar, or a prompts file (.txt one per line, .jsonl with metadata).
+
+Every process draws the same prompts (same seed), so a global batch is identical whatever the
+number of processes; the sampler state is saved in checkpoints (the data position).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from tdm_r1.errors import ConfigError
+
+
+def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:
+    """.txt -> [{"prompt": line}], .jsonl -> records (each must have "prompt")."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"prompts file {path} does not exist")
+    if path.suffix == ".jsonl":
+        out = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{path}:{i}: not valid JSON ({exc})") from exc
+            if not isinstance(rec, dict) or "prompt" not in rec:
+                raise ConfigError(f"{path}:{i}: each line needs a 'prompt' field")
+            out.append(rec)
+        return out
+    return [
+        {"prompt": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+    ]
+
+
+class PromptSource:
+    """Seeded, resumable stream of prompt records (dicts with ``prompt`` and metadata)."""
+
+    def __init__(self, cfg: Any, *, seed: int) -> None:
+        self.kind = cfg.source
+        if cfg.source == "toy":
+            from tdm_r1.toyworld.grammar import PromptSampler
+
+            try:
+                self.sampler = PromptSampler(split=cfg.split, weights=dict(cfg.toy_tasks), seed=seed)
+            except ValueError as exc:
+                raise ConfigError(f"data.toy_tasks: {exc}") from exc
+        else:
+            self.records = read_prompt_file(cfg.path)
+            if not self.records:
+                raise ConfigError(f"prompts file {cfg.path} is empty")
+            self.rng = random.Random(seed)
+
+    def sample(self, n: int) -> list[dict[str, Any]]:
+        if self.kind == "toy":
+            return self.sampler.sample(n)
+        return [dict(self.rng.choice(self.records)) for _ in range(n)]
+
+    def state(self) -> Any:
+        return self.sampler.state() if self.kind == "toy" else self.rng.getstate()
+
+    def set_state(self, state: Any) -> None:
+        if self.kind == "toy":
+            self.sampler.set_state(state)
+        else:
+            self.rng.setstate(state)
