@@ -473,6 +473,26 @@ def distill_cmd(
     )
 
 
+@app.command("demo")
+@friendly_errors
+def demo_cmd(
+    reward: Annotated[
+        str, typer.Option("--reward", "-r", help="ocr | geneval (the toy world's rewards).")
+    ] = "ocr",
+    minutes: Annotated[
+        float | None, typer.Option("--minutes", help="Training budget (default: the preset's 20 minutes).")
+    ] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """The main job on the embedded toy world: TDM-R1 training, evaluation, leaderboard (resumable)."""
+    from tdm_r1.demo import run_demo
+
+    out = run_demo(reward=reward, minutes=minutes, device=device)
+    typer.echo(f"run: {out['run']}")
+    for path in out["files"].values():
+        typer.echo(f"wrote {path}")
+
+
 @app.command("leaderboard")
 @friendly_errors
 def leaderboard_cmd(

@@ -47,10 +47,13 @@ def _moved(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return sum(float((x - y).abs().sum()) for x, y in zip(a, b, strict=True))
 
 
-def test_one_epoch_moves_the_three_roles_and_nothing_else(registered, tmp_path: Path) -> None:
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "grad-checkpointing"])
+def test_one_epoch_moves_the_three_roles_and_nothing_else(
+    registered, tmp_path: Path, checkpointing: bool
+) -> None:
     from tdm_r1.train.trainer import Trainer
 
-    t = Trainer(trainkit.small_config(tmp_path))
+    t = Trainer(trainkit.small_config(tmp_path, model={"gradient_checkpointing": checkpointing}))
     t.setup()
     assert set(t.adapter.roles) == {"generator", "fake", "surrogate", "surrogate_old"}
     base = {n: p.detach().clone() for n, p in t.adapter.transformer.named_parameters() if "lora_" not in n}

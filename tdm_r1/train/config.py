@@ -206,14 +206,14 @@ def resolve_config_path(path: str | Path) -> Path:
     p = Path(path).expanduser()
     if p.is_file():
         return p
-    name = p.name if p.suffix else f"{p.name}.yaml"
+    name = p.name if p.name.endswith((".yaml", ".yml")) else f"{p.name}.yaml"
     shipped = PRESETS_DIR / name
     if shipped.is_file():
         return shipped
     available = sorted(q.stem for q in PRESETS_DIR.glob("*.yaml"))
     import difflib
 
-    close = difflib.get_close_matches(p.stem, available, n=2)
+    close = difflib.get_close_matches(name.removesuffix(".yaml"), available, n=2)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ConfigError(
         f"config {str(path)!r} is neither a file nor a shipped preset.{hint} Presets: {', '.join(available)}"

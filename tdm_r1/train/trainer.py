@@ -391,7 +391,7 @@ class Trainer:
         loss = fake_score_loss(
             v_fake, x_tau=x_tau, x0_gen=x0, sigma_tau=s_tau, v_real=v_real, anchor=m.fake_anchor
         )
-        (loss / self._accum_steps()).backward()
+        self._backward(loss, FAKE)
         return float(loss.detach())
 
     def surrogate_step(
@@ -434,7 +434,7 @@ class Trainer:
             time_weight=(j + 1) / k if m.use_tweight else 1.0,
             all_reduce=self._all_reduce_sum if self.world > 1 else None,
         )
-        (out.loss / self._accum_steps()).backward()
+        self._backward(out.loss, SUR)
         return {
             "surrogate_loss": float(out.loss.detach()),
             "surrogate_group_weight": out.group_weight_mean,
@@ -486,10 +486,15 @@ class Trainer:
             ref_x0=ref_x0,
             **w,
         )
-        (out.loss / self._accum_steps()).backward()
+        self._backward(out.loss, GEN)
         return {"gen_loss": float(out.loss.detach()), "gen_kl": out.kl, "gen_cfg": out.cfg, "gen_rl": out.rl}
 
     # ------------------------------------------------------------------------- optimiser steps
+    def _backward(self, loss: torch.Tensor, role: str) -> None:
+        """Backward with ``role`` active: gradient checkpointing recomputes the forward with it."""
+        with self.adapter.use_role(role):
+            (loss / self._accum_steps()).backward()
+
     def _accum_steps(self) -> int:
         """Backward calls per optimiser update of one role."""
         micro_steps = self.cfg.samples_per_epoch // self.cfg.method.micro_batch
