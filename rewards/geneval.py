@@ -51,15 +51,7 @@ from tdm_r1.weights import WeightFile, declare
 
 log = logging.getLogger(__name__)
 
-#: The six GenEval tasks (metadata ``tag``), in the paper's column order.
-GENEVAL_TASKS: tuple[str, ...] = (
-    "single_object",
-    "two_object",
-    "counting",
-    "colors",
-    "position",
-    "color_attr",
-)
+from tdm_r1.data import GENEVAL_TASKS  # noqa: E402  (one definition, re-exported here)
 
 #: The ten colours of GenEval's zero-shot colour classifier, in its order.
 COLORS: tuple[str, ...] = (

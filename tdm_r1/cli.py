@@ -83,14 +83,24 @@ def main(
 
 
 def parse_reward_options(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``["pickscore.model_path=/x"]`` -> ``{"pickscore": {"model_path": "/x"}}``."""
+    """``["pickscore.model_path=/x"]`` -> ``{"pickscore": {"model_path": "/x"}}``.
+
+    Reward names may contain dots (``hpsv2.1``): the longest registered name that prefixes the
+    key wins.
+    """
     from tdm_r1.config import parse_override
     from tdm_r1.errors import ConfigError
+    from tdm_r1.registry import REWARDS
 
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         key, value = parse_override(item)
-        reward, _, opt = key.partition(".")
+        parts = key.split(".")
+        reward, opt = parts[0], ".".join(parts[1:])
+        for cut in range(len(parts) - 1, 0, -1):
+            if ".".join(parts[:cut]) in REWARDS:
+                reward, opt = ".".join(parts[:cut]), ".".join(parts[cut:])
+                break
         if not opt:
             raise ConfigError(f"--reward-option {item!r} must look like REWARD.KEY=VALUE")
         out.setdefault(reward, {})[opt] = value

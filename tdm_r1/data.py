@@ -20,6 +20,16 @@ from tdm_r1.paths import data_dir
 
 log = logging.getLogger(__name__)
 
+#: The six GenEval tasks (metadata ``tag``), in the order of the GenEval paper's tables.
+GENEVAL_TASKS: tuple[str, ...] = (
+    "single_object",
+    "two_object",
+    "counting",
+    "colors",
+    "position",
+    "color_attr",
+)
+
 _GENEVAL = "https://raw.githubusercontent.com/djghosh13/geneval/af4902f24d3ca90ebbb446dd9891a59e0f82725f"
 _FLOWGRPO = "https://raw.githubusercontent.com/yifan123/flow_grpo/ac4c86e8cae021841f1fde853d340e0db67690dd"
 _DGPO = "https://raw.githubusercontent.com/Luo-Yihong/DGPO/01ceb4b83c0bbc55d96246fe1b6d9a3d4749ebd6"

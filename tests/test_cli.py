@@ -35,3 +35,10 @@ def test_ls_unknown_kind_is_a_clean_error() -> None:
     result = runner.invoke(app, ["ls", "gadgets"])
     assert result.exit_code == 2
     assert "choose rewards, models, benchmarks" in result.output
+
+
+def test_reward_options_split_on_the_longest_registered_name() -> None:
+    from tdm_r1.cli import parse_reward_options
+
+    got = parse_reward_options(["hpsv2.1.model_path=/m", "ocr.workers=2", "hps.device=cpu"])
+    assert got == {"hpsv2.1": {"model_path": "/m"}, "ocr": {"workers": 2}, "hps": {"device": "cpu"}}

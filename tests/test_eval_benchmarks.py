@@ -122,10 +122,9 @@ def test_ls_benchmarks_lists_the_suites() -> None:
 
 
 def test_toy_suites_read_the_toy_grammar() -> None:
-    pytest.importorskip("tdm_r1.toyworld.grammar", reason="the toy world's grammar is not merged yet")
     geneval = BENCHMARKS.get("toy-geneval").load_prompts()
-    assert geneval and all("tag" in p.metadata for p in geneval)
-    assert {p.metadata["tag"] for p in geneval} <= set(GENEVAL_TASKS)
+    assert len(geneval) == 6 * 48 and all("tag" in p.metadata for p in geneval)
+    assert {p.metadata["tag"] for p in geneval} == set(GENEVAL_TASKS)
     ocr = BENCHMARKS.get("toy-ocr").load_prompts()
-    assert ocr and all("target_text" in p.metadata for p in ocr)
+    assert len(ocr) == 64 and all("target_text" in p.metadata for p in ocr)
     assert len({p.id for p in geneval}) == len(geneval)

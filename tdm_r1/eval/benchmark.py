@@ -14,17 +14,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tdm_r1.config import from_dict, load_yaml, to_dict
+from tdm_r1.data import GENEVAL_TASKS  # noqa: E402  (one definition, re-exported here)
 from tdm_r1.errors import ConfigError
-
-#: The six GenEval tasks, in the order of the GenEval paper's tables.
-GENEVAL_TASKS: tuple[str, ...] = (
-    "single_object",
-    "two_object",
-    "counting",
-    "colors",
-    "position",
-    "color_attr",
-)
 
 Role = Literal["in_domain", "out_of_domain"]
 

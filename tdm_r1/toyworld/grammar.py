@@ -17,16 +17,9 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+from tdm_r1.data import GENEVAL_TASKS
 from tdm_r1.toyworld.world import CLASSES, COLORS, NUMBERS, RELATIONS, WORDS, article, plural
 
-GENEVAL_TASKS: tuple[str, ...] = (
-    "single_object",
-    "two_object",
-    "counting",
-    "colors",
-    "position",
-    "color_attr",
-)
 TASKS: tuple[str, ...] = (*GENEVAL_TASKS, "text")
 
 #: Fraction of distinct prompts held out for the test split, per task.

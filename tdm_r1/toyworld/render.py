@@ -35,28 +35,11 @@ class Placed:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive), pixels
 
 
-def relations(
-    box_a: tuple[float, ...], box_b: tuple[float, ...], threshold: float = POSITION_THRESHOLD
-) -> set[str]:
-    """GenEval's relative position of A with respect to B (box centres, margin ``threshold``)."""
-    ca = np.array([(box_a[0] + box_a[2]) / 2, (box_a[1] + box_a[3]) / 2])
-    cb = np.array([(box_b[0] + box_b[2]) / 2, (box_b[1] + box_b[3]) / 2])
-    dims = np.array([box_a[2] - box_a[0] + box_b[2] - box_b[0], box_a[3] - box_a[1] + box_b[3] - box_b[1]])
-    offset = ca - cb
-    revised = np.maximum(np.abs(offset) - threshold * dims, 0) * np.sign(offset)
-    if np.all(np.abs(revised) < 1e-3):
-        return set()
-    dx, dy = revised / np.linalg.norm(offset)
-    out = set()
-    if dx < -0.5:
-        out.add("left of")
-    if dx > 0.5:
-        out.add("right of")
-    if dy < -0.5:
-        out.add("above")
-    if dy > 0.5:
-        out.add("below")
-    return out
+def relations(box_a: tuple[float, ...], box_b: tuple[float, ...]) -> set[str]:
+    """GenEval's relative position of A with respect to B (the reward's own rule, margin 0.1)."""
+    from tdm_r1.rewards.geneval import relative_position
+
+    return relative_position(box_a, box_b, POSITION_THRESHOLD)
 
 
 def _overlaps(box: tuple[int, int, int, int], others: list[Placed]) -> bool:

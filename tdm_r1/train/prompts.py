@@ -6,7 +6,6 @@ number of processes; the sampler state is saved in checkpoints (the data positio
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -15,26 +14,10 @@ from tdm_r1.errors import ConfigError
 
 
 def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:
-    """.txt -> [{"prompt": line}], .jsonl -> records (each must have "prompt")."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"prompts file {path} does not exist")
-    if path.suffix == ".jsonl":
-        out = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{i}: not valid JSON ({exc})") from exc
-            if not isinstance(rec, dict) or "prompt" not in rec:
-                raise ConfigError(f"{path}:{i}: each line needs a 'prompt' field")
-            out.append(rec)
-        return out
-    return [
-        {"prompt": line.strip()} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
+    """.txt -> [{"prompt": line}], .jsonl -> records with their metadata (see ``tdm_r1.generation``)."""
+    from tdm_r1.generation import read_prompts
+
+    return [{"prompt": r.prompt, **r.metadata} for r in read_prompts(path)]
 
 
 class PromptSource:
