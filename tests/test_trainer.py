@@ -97,8 +97,13 @@ def test_fit_writes_a_registered_model_curves_and_metrics(registered, tmp_path: 
     from tdm_r1.registry import MODELS
     from tdm_r1.train.trainer import Trainer
 
-    cfg = trainkit.small_config(tmp_path, register_as="tiny-trained", max_epochs=2)
+    cfg = trainkit.small_config(
+        tmp_path, register_as="tiny-trained", max_epochs=2, eval_benchmarks=["toy-ocr"], eval_limit=2
+    )
     run = Trainer(cfg).fit()
+    # the scheduled evaluation went through the eval runner into the run folder
+    csv = run / "eval" / "final" / "results" / "toy-ocr" / "tiny-trained.csv"
+    assert csv.is_file() and "ocr" in csv.read_text()
     preset = load_preset_file(run / "final" / "preset.json")
     assert (
         preset.kind == "rl"

@@ -144,6 +144,38 @@ def ocr_parallel_all() -> tuple[Callable[[], Any], int, Callable[[], None]]:
     return (lambda: reward(images=images, prompts=prompts)), len(prompts), reward.close
 
 
+def _toy_batch(task: str, n: int) -> tuple[Any, list[str], list[dict[str, Any]]]:
+    """``n`` toy-world renders (64x64) of the toy benchmark ``task`` with their metadata."""
+    import numpy as np
+    import torch
+
+    from tdm_r1.toyworld.grammar import benchmark_prompts
+    from tdm_r1.toyworld.render import render
+
+    cases = (benchmark_prompts(task) * (n // len(benchmark_prompts(task)) + 1))[:n]
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(np.stack([render(c, rng)[0] for c in cases])).permute(0, 3, 1, 2).float() / 255
+    return images, [c["prompt"] for c in cases], cases
+
+
+@add_case("toy-ocr", "OCR reward on 64 toy-world signs (64x64), workers=1, threads=1 (the toy RL reward)")
+def toy_ocr() -> tuple[Callable[[], Any], int, Callable[[], None]]:
+    from tdm_r1.rewards.ocr import OcrReward
+
+    images, prompts, metas = _toy_batch("ocr", 64)
+    reward = OcrReward(workers=1, threads=1)
+    return (lambda: reward(images=images, prompts=prompts, metadata=metas)), len(prompts), reward.close
+
+
+@add_case("toy-geneval-shapes", "GenEval reward, shapes backend (rule-based detector), 288 toy renders (64x64)")
+def toy_geneval() -> tuple[Callable[[], Any], int, Callable[[], None]]:
+    from tdm_r1.rewards.geneval import GenEvalReward
+
+    images, prompts, metas = _toy_batch("geneval", 288)
+    reward = GenEvalReward(backend="shapes", score="partial")
+    return (lambda: reward(images=images, prompts=prompts, metadata=metas)), len(prompts), lambda: None
+
+
 @add_case("jpeg", "jpeg-compressibility, 32 images 512x512 (signs + uniform noise)")
 def jpeg() -> tuple[Callable[[], Any], int, Callable[[], None]]:
     import torch

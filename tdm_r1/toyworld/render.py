@@ -18,9 +18,12 @@ from tdm_r1.toyworld.world import (
     BACKGROUND_RANGE,
     CLASSES,
     COLORS,
+    FONT_SIZE,
     GAP,
     IMAGE_SIZE,
     MARGIN,
+    SIGN_HEIGHT,
+    SIGN_WIDTH,
     SIZE_RANGE,
 )
 
@@ -143,14 +146,14 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
 def draw_sign(word: str, rng: np.random.Generator, background: int) -> np.ndarray:
     """A white sign with ``word`` in black, random size and position."""
     s = SUPERSAMPLE
-    w = int(rng.integers(46, 57))
-    h = int(rng.integers(20, 25))
+    w = int(rng.integers(SIGN_WIDTH[0], SIGN_WIDTH[1] + 1))
+    h = int(rng.integers(SIGN_HEIGHT[0], SIGN_HEIGHT[1] + 1))
     x0 = int(rng.integers(MARGIN, IMAGE_SIZE - MARGIN - w + 1))
     y0 = int(rng.integers(MARGIN, IMAGE_SIZE - MARGIN - h + 1))
     im = Image.new("RGB", (IMAGE_SIZE * s, IMAGE_SIZE * s), (background,) * 3)
     d = ImageDraw.Draw(im)
     d.rectangle((x0 * s, y0 * s, (x0 + w) * s - 1, (y0 + h) * s - 1), fill=(250, 250, 250))
-    d.text(((x0 + w / 2) * s, (y0 + h / 2) * s), word, font=_font(15 * s), fill=(10, 10, 10), anchor="mm")
+    d.text(((x0 + w / 2) * s, (y0 + h / 2) * s), word, font=_font(FONT_SIZE * s), fill=(10, 10, 10), anchor="mm")
     return np.asarray(im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX))
 
 

@@ -34,7 +34,13 @@ WORDS: tuple[str, ...] = (
 )  # fmt: skip
 
 #: Object sizes (bounding-box side in pixels) by number of objects in the image.
-SIZE_RANGE: dict[int, tuple[int, int]] = {1: (20, 30), 2: (16, 24), 3: (14, 19), 4: (13, 17)}
+SIZE_RANGE: dict[int, tuple[int, int]] = {1: (20, 30), 2: (18, 26), 3: (14, 19), 4: (13, 17)}
+
+#: Text signs: width and height ranges (pixels) and the font size (DejaVu Sans Bold). Large
+#: glyphs (about 14 px per letter, 3.5 latent pixels) so that a small model can draw them legibly.
+SIGN_WIDTH = (54, 60)
+SIGN_HEIGHT = (25, 30)
+FONT_SIZE = 20
 
 #: Minimum free gap between objects and from the image border (pixels).
 GAP = 3
