@@ -11,9 +11,18 @@ from tdm_r1.toyworld import build as toy_build
 
 
 @pytest.mark.slow
-def test_tiny_rebuild_runs_every_stage_resumably_and_installs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tiny_rebuild_runs_every_stage_resumably_and_installs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     tiny = toy_build.Recipe(
-        ae_steps=3, ae_batch=4, ae_data=16, teacher_steps=3, teacher_batch=4, teacher_lr=1e-3, teacher_data=16, student_minutes=0.01
+        ae_steps=3,
+        ae_batch=4,
+        ae_data=16,
+        teacher_steps=3,
+        teacher_batch=4,
+        teacher_lr=1e-3,
+        teacher_data=16,
+        student_minutes=0.01,
     )
     monkeypatch.setitem(toy_build.RECIPES, "tiny", tiny)
     monkeypatch.setenv("TDMBENCH_RUNS", str(tmp_path / "runs"))
@@ -28,4 +37,6 @@ def test_tiny_rebuild_runs_every_stage_resumably_and_installs(tmp_path: Path, mo
     assert len(log) == 2
     dest = tmp_path / "weights"
     toy_build.install_weights(out, dest)
-    assert (dest / "toy-teacher" / "transformer").is_dir() and (dest / "toy-4step" / "adapter_config.json").is_file()
+    assert (dest / "toy-teacher" / "transformer").is_dir() and (
+        dest / "toy-4step" / "adapter_config.json"
+    ).is_file()

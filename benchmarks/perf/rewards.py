@@ -167,7 +167,9 @@ def toy_ocr() -> tuple[Callable[[], Any], int, Callable[[], None]]:
     return (lambda: reward(images=images, prompts=prompts, metadata=metas)), len(prompts), reward.close
 
 
-@add_case("toy-geneval-shapes", "GenEval reward, shapes backend (rule-based detector), 288 toy renders (64x64)")
+@add_case(
+    "toy-geneval-shapes", "GenEval reward, shapes backend (rule-based detector), 288 toy renders (64x64)"
+)
 def toy_geneval() -> tuple[Callable[[], Any], int, Callable[[], None]]:
     from tdm_r1.rewards.geneval import GenEvalReward
 

@@ -153,7 +153,9 @@ def draw_sign(word: str, rng: np.random.Generator, background: int) -> np.ndarra
     im = Image.new("RGB", (IMAGE_SIZE * s, IMAGE_SIZE * s), (background,) * 3)
     d = ImageDraw.Draw(im)
     d.rectangle((x0 * s, y0 * s, (x0 + w) * s - 1, (y0 + h) * s - 1), fill=(250, 250, 250))
-    d.text(((x0 + w / 2) * s, (y0 + h / 2) * s), word, font=_font(FONT_SIZE * s), fill=(10, 10, 10), anchor="mm")
+    d.text(
+        ((x0 + w / 2) * s, (y0 + h / 2) * s), word, font=_font(FONT_SIZE * s), fill=(10, 10, 10), anchor="mm"
+    )
     return np.asarray(im.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX))
 
 
