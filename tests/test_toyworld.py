@@ -121,6 +121,25 @@ def test_shape_detector_backend_takes_tensors() -> None:
         ShapeDetector(threshold=0.5)
 
 
+def test_geneval_reward_with_the_shapes_backend_scores_renders() -> None:
+    """The path `tdmbench eval --benchmark toy-geneval` and `train --reward geneval` take."""
+    import torch
+
+    from tdm_r1.rewards.base import build_reward
+
+    reward = build_reward("geneval", options={"geneval": {"backend": "shapes"}}, device="cpu")
+    rng = np.random.default_rng(3)
+    cases = [task_prompts(t, "test")[0] for t in ("single_object", "counting", "color_attr")]
+    images = np.stack([render(c, rng)[0] for c in cases])
+    wrong = dict(
+        cases[0],
+        include=[{"class": "triangle" if "circle" not in cases[0]["prompt"] else "square", "count": 1}],
+    )
+    batch = torch.from_numpy(np.concatenate([images, images[:1]])).permute(0, 3, 1, 2).float() / 255
+    out = reward.score(batch, [c["prompt"] for c in cases] * 2, cases + [wrong])
+    assert out.scores.tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
 def test_every_task_renders() -> None:
     rng = np.random.default_rng(2)
     for task in TASKS:

@@ -193,9 +193,12 @@ class ShapeDetector:
     name = "shapes"
     version = "1"
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, device: Any = None, min_score: float = 0.0, **options: Any) -> None:
+        """``device`` is accepted for the backend protocol and unused (the rules run on the CPU);
+        detections scoring below ``min_score`` are dropped, as the other backends do."""
         if options:
             raise TypeError(f"the shapes detector takes no options, got {sorted(options)}")
+        self.min_score = float(min_score)
 
     def __call__(
         self, images: Any, metadata: list[dict[str, Any]] | None = None
@@ -207,4 +210,4 @@ class ShapeDetector:
             from tdm_r1.images import to_uint8_nhwc
 
             arr = to_uint8_nhwc(images)
-        return [detect_image(a)[0] for a in arr]
+        return [[d for d in detect_image(a)[0] if d["score"] >= self.min_score] for a in arr]
