@@ -128,3 +128,27 @@ def test_toy_suites_read_the_toy_grammar() -> None:
     ocr = BENCHMARKS.get("toy-ocr").load_prompts()
     assert len(ocr) == 64 and all("target_text" in p.metadata for p in ocr)
     assert len({p.id for p in geneval}) == len(geneval)
+
+
+@pytest.mark.parametrize("name", ["toy-geneval", "toy-ocr"])
+def test_repeated_toy_prompts_get_new_images(name: str) -> None:
+    """The toy suites repeat prompts to weigh tasks equally; each repeat must be a new image."""
+    items = BENCHMARKS.get(name).work_items()
+    pairs = [(it.prompt.text, it.seed) for it in items]
+    assert len(set(pairs)) == len(pairs)
+    assert len({it.prompt.text for it in items}) < len(items) // 2  # prompts do repeat
+    assert all("seed_offset" not in it.prompt.metadata for it in items)
+
+
+def test_a_generator_that_repeats_a_prompt_with_one_seed_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "rep.yaml"
+    path.write_text(
+        "name: rep\nversion: '1'\nprompts: {type: toy, generator: 'test_eval_benchmarks:_repeats'}\n"
+        "in_domain: [{name: jpeg-compressibility}]\n"
+    )
+    with pytest.raises(ConfigError, match="seed_offset"):
+        load_benchmark(path).load_prompts()
+
+
+def _repeats() -> list[dict]:
+    return [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "x"}]

@@ -39,17 +39,13 @@ def single_object_cases() -> list[dict]:
 
 
 @pytest.mark.parametrize("name", TOY_MODELS)
-def test_toy_models_draw_the_requested_single_object(
-    name: str, single_object_cases: list[dict]
-) -> None:
+def test_toy_models_draw_the_requested_single_object(name: str, single_object_cases: list[dict]) -> None:
     """A LoRA that failed to load would leave the bare teacher, which draws blur at 4 NFE."""
     preset = resolve_model(name)
     adapter = preset.load(device="cpu")
     prompts = [c["prompt"] for c in single_object_cases]
     seeds = list(range(len(prompts)))
-    images = adapter.generate(
-        prompts, seeds, steps=preset.steps, guidance=preset.guidance, progress=False
-    )
+    images = adapter.generate(prompts, seeds, steps=preset.steps, guidance=preset.guidance, progress=False)
     assert images.shape == (len(prompts), 3, preset.height, preset.width)
     again = adapter.generate(
         prompts[:2], seeds[:2], steps=preset.steps, guidance=preset.guidance, progress=False

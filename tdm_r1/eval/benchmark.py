@@ -69,9 +69,14 @@ class RewardUse:
 
 @dataclass(frozen=True)
 class Prompt:
+    """One benchmark case. ``seed_offset`` is added to the suite's seeds: a suite that repeats a
+    prompt in several cases (the toy suites, to weigh every task equally) gives each repeat its own
+    offset, so that repeats are new images rather than copies of the first one."""
+
     id: str
     text: str
     metadata: dict[str, Any]
+    seed_offset: int = 0
 
 
 @dataclass(frozen=True)
@@ -146,7 +151,7 @@ class Benchmark:
     def work_items(self, limit: int | None = None) -> list[WorkItem]:
         """Every (prompt, seed) pair, prompt-major: ``len(prompts) * images_per_prompt`` items."""
         return [
-            WorkItem(index=i, prompt=p, sample=k, seed=seed)
+            WorkItem(index=i, prompt=p, sample=k, seed=p.seed_offset + seed)
             for i, p in enumerate(self.load_prompts(limit))
             for k, seed in enumerate(self.seeds)
         ]
@@ -184,8 +189,15 @@ class Benchmark:
         for i, obj in enumerate(items):
             if not isinstance(obj, dict) or "prompt" not in obj or "id" not in obj:
                 raise ConfigError(f"{src.generator} item {i} must be a dict with 'prompt' and 'id'")
-            meta = {k: v for k, v in obj.items() if k not in ("prompt", "id")}
-            out.append(Prompt(id=str(obj["id"]), text=str(obj["prompt"]), metadata=meta))
+            meta = {k: v for k, v in obj.items() if k not in ("prompt", "id", "seed_offset")}
+            offset = int(obj.get("seed_offset", 0))
+            out.append(Prompt(id=str(obj["id"]), text=str(obj["prompt"]), metadata=meta, seed_offset=offset))
+        keys = [(p.text, p.seed_offset) for p in out]
+        if len(set(keys)) != len(keys):
+            raise ConfigError(
+                f"{src.generator} repeats a prompt with the same seed_offset: the repeats would be "
+                "copies of one image; give each repeat its own 'seed_offset'"
+            )
         return out
 
     # -- listing ------------------------------------------------------------------------------

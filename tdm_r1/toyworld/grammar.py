@@ -31,6 +31,8 @@ HOLDOUT: dict[str, float] = {"color_attr": 0.25}
 CASES_PER_TASK = 48
 #: Evaluation cases of the text task (each word 4 times).
 TEXT_CASES = 4 * len(WORDS)
+#: Seed offset between repeats of one prompt in the evaluation cases (more than any suite's images per prompt).
+SEED_STRIDE = 1000
 
 
 def _obj(
@@ -132,7 +134,10 @@ def benchmark_prompts(
     """Evaluation cases with stable ids: ``task`` is "geneval" (all six tasks) or "ocr" (text).
 
     Prompts cycle (in a seeded order) to fill :data:`CASES_PER_TASK` cases per GenEval task, so
-    every task weighs the same number of images whatever its number of distinct prompts.
+    every task weighs the same number of images whatever its number of distinct prompts. The r-th
+    repeat of a prompt carries ``seed_offset = SEED_STRIDE * r``, so that its images are drawn
+    with other seeds than the earlier repeats' (otherwise a repeat is a copy of the same image and
+    counts twice).
     """
     if task == "geneval":
         tasks, per_task = GENEVAL_TASKS, CASES_PER_TASK
@@ -149,6 +154,7 @@ def benchmark_prompts(
         for k in range(per_task):
             case = dict(prompts[order[k % len(order)]])
             case["id"] = f"{t}-{k:03d}"
+            case["seed_offset"] = SEED_STRIDE * (k // len(order))
             cases.append(case)
     return cases[:n] if n is not None else cases
 

@@ -45,6 +45,20 @@ def relations(box_a: tuple[float, ...], box_b: tuple[float, ...]) -> set[str]:
     return relative_position(box_a, box_b, POSITION_THRESHOLD)
 
 
+def _jitter(box: tuple[float, ...]) -> list[tuple[float, ...]]:
+    x0, y0, x1, y1 = box[:4]
+    return [(x0, y0, x1, y1), (x0, y0, x1 + 1, y1 + 1), (x0 - 1, y0 - 1, x1, y1)]
+
+
+def holds(rel: str, box_a: tuple[float, ...], box_b: tuple[float, ...]) -> bool:
+    """``rel`` holds for A relative to B even with either box off by a pixel.
+
+    Why: the detector measures boxes to half a pixel from anti-aliased edges, so a layout that
+    satisfies the rule only on the drawn integer boxes can fail it on the detected ones.
+    """
+    return all(rel in relations(a, b) for a in _jitter(box_a) for b in _jitter(box_b))
+
+
 def _overlaps(box: tuple[int, int, int, int], others: list[Placed]) -> bool:
     x0, y0, x1, y1 = box
     for o in others:
@@ -82,7 +96,7 @@ def layout(meta: dict[str, Any], rng: np.random.Generator, *, tries: int = 400) 
                 if position is not None:
                     rel, ref = position
                     refs = [p.box for p, o in zip(placed, owner, strict=True) if o == ref]
-                    if not all(rel in relations(box, b) for b in refs):
+                    if not all(holds(rel, box, b) for b in refs):
                         continue
                 placed.append(Placed(cls, col, box))
                 owner.append(ci)
@@ -101,7 +115,7 @@ def _positions_ok(clauses: list[dict[str, Any]], placed: list[Placed], owner: li
         rel, ref = clause["position"]
         for a in (p for p, o in zip(placed, owner, strict=True) if o == ci):
             for b in (p for p, o in zip(placed, owner, strict=True) if o == ref):
-                if rel not in relations(a.box, b.box):
+                if not holds(rel, a.box, b.box):
                     return False
     return True
 
