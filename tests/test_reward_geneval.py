@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 
-from tdm_r1.errors import ConfigError, MissingExtraError, TdmError
+from tdm_r1.errors import ConfigError, MissingExtraError
 from tdm_r1.registry import REWARDS
 from tdm_r1.rewards import geneval as ge
 from tdm_r1.rewards.geneval import (
@@ -421,9 +421,8 @@ def test_mmdet_backend_missing_is_a_clear_error() -> None:
         REWARDS.get("geneval")(backend="mmdet")
 
 
-def test_shapes_slot_is_lazy() -> None:
+def test_shapes_slot_holds_the_toy_detector() -> None:
+    from tdm_r1.toyworld.detector import ShapeDetector
+
     assert ge.DETECTOR_BACKENDS["shapes"] == "tdm_r1.toyworld.detector:ShapeDetector"
-    if importlib.util.find_spec("tdm_r1.toyworld.detector") is not None:
-        pytest.skip("the toy-world detector exists now")
-    with pytest.raises(TdmError, match="not part of this installation"):
-        ge.load_detector_class("shapes")
+    assert ge.load_detector_class("shapes") is ShapeDetector

@@ -10,7 +10,6 @@ import pytest
 from tdm_r1.toyworld import build as toy_build
 
 
-@pytest.mark.slow
 def test_tiny_rebuild_runs_every_stage_resumably_and_installs(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

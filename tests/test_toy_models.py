@@ -35,24 +35,30 @@ def test_every_toy_preset_has_its_weights_in_the_package() -> None:
 
 @pytest.fixture(scope="module")
 def single_object_cases() -> list[dict]:
-    return [c for c in benchmark_prompts("geneval") if c["tag"] == "single_object"][:8]
+    return [c for c in benchmark_prompts("geneval") if c["tag"] == "single_object"][:16]
+
+
+#: Least single-object successes out of 16. Measured on the full suite: teacher 0.98, students
+#: 0.80-0.96; these floors sit far enough below to hold for any 16 seeds, and a broken or
+#: mis-saved weight file (random-looking images) scores 0.
+FLOORS = {"toy-teacher": 13, "toy-4step": 9, "toy-4step-r1-ocr": 9, "toy-4step-r1-geneval": 9}
 
 
 @pytest.mark.parametrize("name", TOY_MODELS)
 def test_toy_models_draw_the_requested_single_object(name: str, single_object_cases: list[dict]) -> None:
-    """A LoRA that failed to load would leave the bare teacher, which draws blur at 4 NFE."""
     preset = resolve_model(name)
     adapter = preset.load(device="cpu")
     prompts = [c["prompt"] for c in single_object_cases]
     seeds = list(range(len(prompts)))
-    images = adapter.generate(prompts, seeds, steps=preset.steps, guidance=preset.guidance, progress=False)
+    images = adapter.generate(prompts, seeds, batch_size=16, progress=False)
     assert images.shape == (len(prompts), 3, preset.height, preset.width)
-    again = adapter.generate(
-        prompts[:2], seeds[:2], steps=preset.steps, guidance=preset.guidance, progress=False
-    )
-    torch.testing.assert_close(again, images[:2])  # seeded per (prompt, index)
+    again = adapter.generate(prompts[:2], seeds[:2], progress=False)
+    torch.testing.assert_close(again, images[:2])  # seeded per (prompt, seed)
     correct = [
         evaluate(c, detect_image(im)[0]).correct
         for c, im in zip(single_object_cases, _uint8(images), strict=True)
     ]
-    assert sum(correct) >= 6, f"{name}: {sum(correct)}/8 single objects drawn correctly"
+    assert sum(correct) >= FLOORS[name], f"{name}: {sum(correct)}/16 single objects drawn correctly"
+    if preset.lora is not None:  # the LoRA is loaded and active: the bare teacher draws otherwise
+        bare = adapter.generate(prompts[:4], seeds[:4], role=None, progress=False)
+        assert (bare - images[:4]).abs().mean() > 0.02

@@ -683,19 +683,23 @@ class Trainer:
         save_preset_file(preset, directory / "preset.json")
         return directory
 
-    def evaluate(self, tag: str) -> Path | None:
-        """Evaluate the EMA generator with the eval runner into ``<run>/eval/<tag>``."""
+    def evaluate(self, tag: str, exported: Path | None = None) -> Path | None:
+        """Evaluate the EMA generator with the eval runner into ``<run>/eval/<tag>``.
+
+        ``exported``: a folder :meth:`export_generator` already wrote (``final/``), evaluated as
+        it is; otherwise the EMA generator is exported into ``<run>/eval/<tag>`` first.
+        """
         from tdm_r1.eval.runner import evaluate
 
         cfg = self.cfg
         self.acc.wait_for_everyone()
         out = self.run_dir / "eval" / tag
-        if self.acc.is_main_process:
+        if exported is None and self.acc.is_main_process:
             self.export_generator(out)
         self.acc.wait_for_everyone()
         from tdm_r1.models.base import load_preset_file, register_preset
 
-        preset = register_preset(load_preset_file(out / "preset.json"))
+        preset = register_preset(load_preset_file((exported or out) / "preset.json"))
         evaluate(
             preset.name,
             cfg.eval_benchmarks,
@@ -715,7 +719,7 @@ class Trainer:
             self._plot()
         self.acc.wait_for_everyone()
         if self.cfg.eval_benchmarks:
-            self.evaluate(tag="final")
+            self.evaluate(tag="final", exported=final)
         if self.tb is not None:
             self.tb.close()
         return self.run_dir
