@@ -44,14 +44,13 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from tdm_r1.data import GENEVAL_TASKS  # one definition, re-exported here
 from tdm_r1.errors import ConfigError, TdmError
 from tdm_r1.registry import register_reward
 from tdm_r1.rewards.base import NAN_REASON, Reward, RewardOutput
 from tdm_r1.weights import WeightFile, declare
 
 log = logging.getLogger(__name__)
-
-from tdm_r1.data import GENEVAL_TASKS  # noqa: E402  (one definition, re-exported here)
 
 #: The ten colours of GenEval's zero-shot colour classifier, in its order.
 COLORS: tuple[str, ...] = (

@@ -152,7 +152,8 @@ def _toy_batch(task: str, n: int) -> tuple[Any, list[str], list[dict[str, Any]]]
     from tdm_r1.toyworld.grammar import benchmark_prompts
     from tdm_r1.toyworld.render import render
 
-    cases = (benchmark_prompts(task) * (n // len(benchmark_prompts(task)) + 1))[:n]
+    suite = benchmark_prompts(task)
+    cases = (suite * (n // len(suite) + 1))[:n]
     rng = np.random.default_rng(0)
     images = torch.from_numpy(np.stack([render(c, rng)[0] for c in cases])).permute(0, 3, 1, 2).float() / 255
     return images, [c["prompt"] for c in cases], cases

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tdm_r1.config import from_dict, load_yaml, to_dict
-from tdm_r1.data import GENEVAL_TASKS  # noqa: E402  (one definition, re-exported here)
+from tdm_r1.data import GENEVAL_TASKS  # one definition, re-exported here
 from tdm_r1.errors import ConfigError
 
 Role = Literal["in_domain", "out_of_domain"]
