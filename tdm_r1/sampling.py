@@ -16,7 +16,11 @@ Schedules reproduce the diffusers schedulers used by the reference pipelines, va
     ``scheduler.sigma_min = 0``): ``linspace(1, 0, K)``; the last scheduled step then starts at
     sigma 0 and has zero length, which is why Z-Image-Turbo's "9 steps" are 8 transformer passes
     and TDM-R1's Z-Image "5 steps" are 4. tdmbench skips such a step without a transformer pass;
-  - ``"z-image"`` (``ZImagePipeline`` in diffusers >= 0.37): ``linspace(1, 1/K, K)``.
+  - ``"z-image"`` (``ZImagePipeline`` in diffusers >= 0.37): ``linspace(1, 1/K, K)``;
+  - ``"trailing"`` (diffusers' trailing timestep spacing; TDM's few-step boundaries):
+    ``linspace(1, 0, K+1)[:K]``, so each of the K steps covers 1/K of (un-shifted) time and every
+    pass does work. ``"flowmatch"`` with small K wastes its last pass: for K=4 it ends with a
+    step from sigma 0.001 to 0 (the toy student up to models v2 was such a 3-step model plus a no-op).
 
 * ``"dpmsolver++"`` = ``DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type=
   "flow_prediction", solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint",
@@ -45,9 +49,9 @@ if TYPE_CHECKING:
     from tdm_r1.models.base import Conditioning, FlowAdapter
 
 Solver = Literal["euler", "dpmsolver++"]
-Spacing = Literal["flowmatch", "zero-terminal", "z-image"]
+Spacing = Literal["flowmatch", "zero-terminal", "z-image", "trailing"]
 SOLVERS: tuple[str, ...] = ("euler", "dpmsolver++")
-SPACINGS: tuple[str, ...] = ("flowmatch", "zero-terminal", "z-image")
+SPACINGS: tuple[str, ...] = ("flowmatch", "zero-terminal", "z-image", "trailing")
 NUM_TRAIN_TIMESTEPS = 1000
 
 
@@ -114,7 +118,7 @@ def flow_schedule(
         steps: K, the number of scheduled steps (>= 1).
         shift: static shift (``FlowMatchEulerDiscreteScheduler.shift`` / DPM ``flow_shift``).
         solver: "euler" (FlowMatch Euler) or "dpmsolver++".
-        spacing: Euler only: "flowmatch", "zero-terminal" or "z-image".
+        spacing: Euler only: "flowmatch", "zero-terminal", "z-image" or "trailing".
         mu: Euler only: dynamic shifting exponent (``use_dynamic_shifting=True`` schedulers); replaces ``shift``.
     """
     import torch
@@ -134,6 +138,8 @@ def flow_schedule(
             base = np.linspace(1.0, 0.0, steps)
         elif spacing == "z-image":
             base = np.linspace(1.0, 1.0 / steps, steps)
+        elif spacing == "trailing":
+            base = np.linspace(1.0, 0.0, steps + 1)[:-1]
         else:
             raise ConfigError(f"unknown spacing {spacing!r}; valid: {', '.join(SPACINGS)}")
         shifted = _dynamic_shift(base, mu) if mu is not None else _static_shift(base, shift)

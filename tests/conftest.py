@@ -28,3 +28,27 @@ def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
         pytest.skip(f"official prompt files not found at {SHARED_DATA}")
     monkeypatch.setenv("TDMBENCH_DATA_DIR", str(SHARED_DATA))
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random SD3 pipeline saved to disk (trainer tests)."""
+    import trainkit
+
+    return trainkit.tiny_pipeline_folder(tmp_path_factory.mktemp("tiny") / "pipe")
+
+
+@pytest.fixture
+def registered(tiny_folder: Path):
+    """The tiny pipeline registered as preset ``tiny-trainer`` and the ``test-brightness`` reward."""
+    import trainkit
+
+    from tdm_r1.registry import MODELS, REWARDS
+
+    names = trainkit.register(tiny_folder)
+    yield tiny_folder
+    for n in names:
+        MODELS._entries.pop(n, None)
+        MODELS._alias.pop(n, None)
+    REWARDS._entries.pop("test-brightness", None)
+    REWARDS._alias.pop("test-brightness", None)

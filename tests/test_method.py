@@ -45,6 +45,19 @@ def test_shift_roundtrip_and_sampling_bounds() -> None:
     assert bool((s >= torch.maximum(sigma_n + 0.02, torch.tensor(0.3)) - 1e-6).all()) and bool((s <= 1).all())
 
 
+@pytest.mark.parametrize(
+    ("t_min", "expected"),
+    [(300, 0.337), (550, 0.573), (250, 0.290), (400, 0.431)],  # OCR, GenEval reward, GenEval query, IR/HPS
+)
+def test_t_min_is_in_shifted_timesteps_like_the_public_code(t_min: float, expected: float) -> None:
+    """At shift 3 the smallest query sigma for a clean boundary is shift(unshift(t_min) + 20 steps)."""
+    s = sample_sigma_above(torch.zeros(3), t_min=t_min, shift=3.0, margin=20, u=torch.zeros(3))
+    assert s.tolist() == pytest.approx([expected] * 3, abs=5e-4)
+    # a boundary above t_min is its own bound (plus the margin), as before
+    s_hi = sample_sigma_above(torch.tensor([0.9]), t_min=t_min, shift=3.0, margin=20, u=torch.zeros(1))
+    assert float(s_hi) == pytest.approx(float(shift_sigma(unshift_sigma(torch.tensor(0.9), 3.0) + 0.02, 3.0)))
+
+
 def test_renoise_has_the_right_marginal() -> None:
     sn = torch.tensor([0.0, 0.3, 0.6])
     st = torch.tensor([0.5, 0.7, 0.9])

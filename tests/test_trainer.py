@@ -19,24 +19,6 @@ from tdm_r1.errors import ConfigError, MissingWeightsError
 TESTS = Path(__file__).resolve().parent
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trainkit.tiny_pipeline_folder(tmp_path_factory.mktemp("tiny") / "pipe")
-
-
-@pytest.fixture
-def registered(tiny_folder: Path):
-    from tdm_r1.registry import MODELS, REWARDS
-
-    names = trainkit.register(tiny_folder)
-    yield tiny_folder
-    for n in names:
-        MODELS._entries.pop(n, None)
-        MODELS._alias.pop(n, None)
-    REWARDS._entries.pop("test-brightness", None)
-    REWARDS._alias.pop("test-brightness", None)
-
-
 def _snapshot(trainer) -> dict[str, list[torch.Tensor]]:
     return {
         r: [p.detach().clone() for p in trainer.adapter.role_parameters(r)] for r in trainer.adapter.roles

@@ -108,10 +108,25 @@ def fake_score_loss(
     return loss
 
 
+def group_preference_sums(
+    adv: torch.Tensor, l_phi: torch.Tensor, l_ref: torch.Tensor, group_index: torch.Tensor, n_groups: int
+) -> torch.Tensor:
+    """(n_groups,) float64 ``sum_{i in g} A_i (l_phi_i - l_ref_i)`` (detached) of the samples given.
+
+    Partial sums over a group's pieces (micro-batches, processes) add up to the whole-group sum.
+    """
+    contrib = (adv.detach() * (l_phi.detach() - l_ref.detach())).double()
+    return torch.zeros(n_groups, dtype=torch.float64, device=contrib.device).scatter_add(
+        0, group_index.to(contrib.device), contrib
+    )
+
+
 @dataclass
 class SurrogateLoss:
     loss: torch.Tensor
     group_weight_mean: float
+    #: std of the group weights over the groups present (0 when one group or all saturated alike)
+    group_weight_std: float
     clipped_fraction: float
     drift: float
     drift_clip_active: bool
@@ -133,6 +148,7 @@ def surrogate_loss(
     anchor_beta: float = 1e-3,
     time_weight: float = 1.0,
     all_reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    group_sum: torch.Tensor | None = None,
 ) -> SurrogateLoss:
     """DGPO group-preference loss of the surrogate reward model, with TDM-R1's stabilisers.
 
@@ -152,14 +168,17 @@ def surrogate_loss(
 
     Args:
         group_index: (N,) int in [0, n_groups): each sample's group.
+        group_sum: (n_groups,) whole-group sums from :func:`group_preference_sums` when this call
+            sees only a piece of its groups (a group larger than a micro-batch); None = the groups
+            are whole here (summed over processes by ``all_reduce``).
     """
     reduce = all_reduce or (lambda t: t)
-    contrib = (adv * (l_phi.detach() - l_ref.detach())).double()
-    group_sum = torch.zeros(n_groups, dtype=torch.float64, device=contrib.device).scatter_add(
-        0, group_index.to(contrib.device), contrib
-    )
-    group_sum = reduce(group_sum)
-    weight = torch.sigmoid(beta_dpo / group_size * group_sum).float()[group_index.to(contrib.device)]
+    gi = group_index.to(l_phi.device)
+    if group_sum is None:
+        group_sum = reduce(group_preference_sums(adv, l_phi, l_ref, gi, n_groups))
+    group_w = torch.sigmoid(beta_dpo / group_size * group_sum.to(l_phi.device)).float()
+    weight = group_w[gi]
+    present = group_w[torch.unique(gi)]
 
     ratio = torch.exp((l_old.detach() - l_phi.detach()).clamp(-20, 20))
     clipped = ((adv > 0) & (ratio > 1 + clip_range)) | ((adv < 0) & (ratio < 1 - clip_range))
@@ -178,6 +197,7 @@ def surrogate_loss(
     return SurrogateLoss(
         loss=time_weight * loss,
         group_weight_mean=float(weight.mean()),
+        group_weight_std=float(present.std(unbiased=False)) if present.numel() > 1 else 0.0,
         clipped_fraction=float(clipped.float().mean()),
         drift=drift,
         drift_clip_active=drift_active,

@@ -28,21 +28,27 @@ def sample_sigma_above(
     generator: torch.Generator | None = None,
     u: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Draw sigma_tau above each boundary sigma_n: t ~ U[max(t_n + margin, t_min), 1000] in
-    un-shifted timesteps, then shifted (TDM-R1 samples its noisy queries this way).
+    """Draw sigma_tau above each boundary sigma_n the way TDM-R1's code does.
+
+    The lower bound is taken in the scheduler's (shifted) timesteps, ``max(1000 sigma_n, t_min)``,
+    as the public code compares ``t_min_dgpo`` with the shifted scheduler timesteps; it is then
+    mapped to un-shifted time, moved up by ``margin`` timesteps, and t is drawn uniformly in
+    ``[lo, 1000]`` of un-shifted time and shifted back. With shift 3 the smallest query noise level
+    for ``t_min`` = 300 / 550 / 250 / 400 is 0.337 / 0.573 / 0.290 / 0.431.
 
     Args:
         sigma_n: (N,) boundary noise levels (0 for the final clean sample).
-        t_min: lower bound in timesteps (0..1000), e.g. ``t_min_dgpo`` = 300.
+        t_min: lower bound in shifted timesteps (0..1000), e.g. ``t_min_dgpo`` = 300.
         shift: the model's flow shift (3 for SD3.5-M at 512 px in TDM-R1's code, 1 for the toy).
-        margin: timesteps kept between the boundary and the query (20 in TDM-R1's code).
-        u: (N,) uniform [0, 1) draws to use instead of ``generator`` (per-sample seeding).
+        margin: un-shifted timesteps kept above the bound (20 in TDM-R1's code).
+        u: (N,) uniform [0, 1) draws to use instead of ``generator`` (per-sample or per-group seeding).
 
     Returns:
         (N,) sigma_tau in (sigma_n, 1].
     """
-    t_n = unshift_sigma(sigma_n.float().cpu(), shift) * 1000
-    lo = torch.clamp(torch.maximum(t_n + margin, torch.full_like(t_n, float(t_min))), max=999.0)
+    s_n = sigma_n.float().cpu()
+    lo_sigma = torch.clamp(s_n, min=float(t_min) / 1000.0)
+    lo = torch.clamp(unshift_sigma(lo_sigma, shift) * 1000 + margin, max=999.0)
     if u is None:
         u = torch.rand(sigma_n.shape, generator=generator)
     t = lo + (1000.0 - lo) * u.float().cpu()

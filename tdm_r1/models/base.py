@@ -106,7 +106,7 @@ class ModelPreset:
         guidance: CFG scale in tdmbench's convention (1 = off; see the module docstring).
         shift: flow shift (Euler ``shift`` / DPM-Solver ``flow_shift``).
         solver: "euler" or "dpmsolver++".
-        spacing: Euler sigma spacing: "flowmatch", "zero-terminal" or "z-image" (see ``tdm_r1.sampling``).
+        spacing: Euler sigma spacing: "flowmatch", "zero-terminal", "z-image" or "trailing" (see ``tdm_r1.sampling``).
         height, width: default resolution in pixels.
         kind: "base", "distilled", "rl" or "toy".
         lora: the LoRA loaded as role ``generator``: a :class:`~tdm_r1.weights.WeightFile`, a path, or None.

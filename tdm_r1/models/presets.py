@@ -200,6 +200,7 @@ register_preset(
         guidance=1.0,
         shift=1.0,
         solver="euler",
+        spacing="trailing",
         height=64,
         width=64,
         kind="distilled",
@@ -209,7 +210,7 @@ register_preset(
         options=dict(TOY_OPTIONS),
         baseline="toy-teacher",
         benchmarks=TOY_BENCHMARKS,
-        sources="TDM distillation of toy-teacher (tdmbench distill), 4 Euler steps, no CFG",
+        sources="TDM distillation of toy-teacher (tdmbench distill), 4 Euler steps (trailing spacing), no CFG",
     )
 )
 for _reward in ("geneval", "ocr"):
@@ -222,6 +223,7 @@ for _reward in ("geneval", "ocr"):
             guidance=1.0,
             shift=1.0,
             solver="euler",
+            spacing="trailing",
             height=64,
             width=64,
             kind="rl",

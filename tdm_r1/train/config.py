@@ -24,6 +24,9 @@ class ModelConfig:
     teacher: str | None = None
     #: Sampling steps K of the generator (None = the preset's).
     steps: int | None = None
+    #: Euler sigma spacing of the generator's schedule (None = the preset's; "trailing" makes every
+    #: one of K steps do work, see ``tdm_r1.sampling``).
+    spacing: str | None = None
     device: str | None = None
     #: "bfloat16" / "float16" / "float32" (None = the preset's on accelerators, float32 on the CPU).
     dtype: str | None = None
@@ -85,6 +88,9 @@ class MethodConfig:
     t_min_dgpo_reward: float = 300.0
     #: Timesteps kept between a boundary and a noisy query.
     margin: float = 20.0
+    #: Steps of the schedule shorter than this (in sigma) are never trained on: a zero-length
+    #: step (Z-Image's zero-terminal schedule) or a near-zero one (sigma 0.001 -> 0) does no work.
+    min_step: float = 0.005
     fake_anchor: float = 0.02
     #: Advantage std: "global" (TDM-R1 / Flow-GRPO) or "group".
     adv_std: str = "global"
@@ -119,6 +125,9 @@ class OptimConfig:
     grad_accum: int = 0
     #: Generator EMA decay (per generator update).
     ema_decay: float = 0.9
+    #: EMA warm-up: effective decay min(decay, (1 + n) / (10 + n)) after n updates (the public
+    #: EMA wrapper's), so a short run's EMA does not lag behind its start.
+    ema_warmup: bool = True
 
 
 @dataclass
@@ -136,8 +145,10 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    #: The run's length (work, not time): results depend on it, never on the machine's speed.
     max_epochs: int = 10000
-    #: Wall-clock budget in minutes (0 = none); the run stops after the epoch that crosses it.
+    #: Safety cap in minutes (0 = none): the run stops after the epoch that crosses it and says so
+    #: (``stopped_by`` in ``<run>/run.json``); a run cut short by it is not a reproducible result.
     max_minutes: float = 0.0
     checkpoint_every: int = 10
     #: Evaluate the EMA generator every N epochs (0 = only at the end) on these benchmarks.
@@ -180,19 +191,44 @@ class TrainConfig:
     def samples_per_epoch(self) -> int:
         return self.rollout.prompts_per_epoch * self.rollout.group_size
 
+    @property
+    def micro_per_block(self) -> int:
+        """Consecutive micro-batches that share one group (1 when a micro-batch holds whole groups)."""
+        g, mb = self.rollout.group_size, self.method.micro_batch
+        return g // mb if g > mb else 1
+
     def run_dir(self) -> Path:
         from tdm_r1.paths import runs_dir
 
         return Path(self.output_dir) if self.output_dir else runs_dir() / self.name
 
 
+def trainable_steps(sigmas: Any, min_step: float) -> list[int]:
+    """Indices j of the steps sigma_j -> sigma_{j+1} long enough to train on (>= ``min_step``)."""
+    vals = [float(x) for x in sigmas]
+    return [j for j in range(len(vals) - 1) if vals[j] - vals[j + 1] >= min_step]
+
+
 def check_world(cfg: TrainConfig, world_size: int) -> None:
     """Batch shapes that must divide evenly over ``world_size`` processes (checked before compute)."""
     n = cfg.samples_per_epoch
     mb = cfg.method.micro_batch
+    g = cfg.rollout.group_size
     if n % mb:
         raise ConfigError(
             f"prompts_per_epoch x group_size = {n} samples per epoch is not a multiple of method.micro_batch={mb}"
+        )
+    if mb % g and g % mb:
+        raise ConfigError(
+            f"method.micro_batch={mb} and rollout.group_size={g}: a micro-batch must hold whole groups "
+            "(micro_batch a multiple of group_size) or a group must fill whole micro-batches (group_size a "
+            "multiple of micro_batch); the surrogate compares the members of a group. Change method.micro_batch."
+        )
+    mpb = cfg.micro_per_block
+    if mpb > 1 and cfg.optim.grad_accum and cfg.optim.grad_accum % mpb:
+        raise ConfigError(
+            f"a group of {g} spans {mpb} micro-batches of {mb}, but optim.grad_accum={cfg.optim.grad_accum} "
+            f"would update the surrogate inside a group: set optim.grad_accum to a multiple of {mpb} (or 0)"
         )
     if mb % world_size:
         raise ConfigError(

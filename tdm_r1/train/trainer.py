@@ -38,11 +38,11 @@ import torch
 from tdm_r1.config import dump_yaml, to_dict
 from tdm_r1.errors import ConfigError
 from tdm_r1.method.advantages import group_advantages
-from tdm_r1.method.losses import fake_score_loss, generator_loss, surrogate_loss
+from tdm_r1.method.losses import fake_score_loss, generator_loss, group_preference_sums, surrogate_loss
 from tdm_r1.method.noise import renoise, sample_sigma_above, surrogate_velocity_target
 from tdm_r1.sampling import derive_seed, sample
 from tdm_r1.train import checkpoint
-from tdm_r1.train.config import TrainConfig, check_world
+from tdm_r1.train.config import TrainConfig, check_world, trainable_steps
 from tdm_r1.train.ema import EMA
 from tdm_r1.train.prompts import PromptSource
 
@@ -142,9 +142,25 @@ class Trainer:
         self.adapter = preset.load(device=self.device, dtype=cfg.model.dtype, **overrides)
         a = self.adapter
         self.steps = cfg.model.steps or preset.steps
-        self.schedule = a.schedule(self.steps)
+        self.schedule = a.schedule(self.steps, spacing=cfg.model.spacing)
         self.sigmas = self.schedule.sigmas.float()
         self.model_sigmas = self.schedule.model_sigmas.float()
+        self.train_steps = trainable_steps(self.sigmas, cfg.method.min_step)
+        skipped = sorted(set(range(self.steps)) - set(self.train_steps))
+        if skipped:
+            log.warning(
+                "steps %s of the %s schedule %s are shorter than method.min_step=%g: no update is "
+                "drawn on them (a zero-length or near-zero step does no work)",
+                skipped,
+                self.schedule.solver,
+                [round(float(x), 4) for x in self.sigmas],
+                cfg.method.min_step,
+            )
+        if not self.train_steps:
+            raise ConfigError(
+                f"no step of the schedule {self.sigmas.tolist()} is longer than method.min_step"
+            )
+        self.micro_per_block = cfg.micro_per_block
         self.shift = cfg.method.shift if cfg.method.shift is not None else a.sampling.shift
         lora = dict(
             rank=cfg.model.lora_rank, alpha=cfg.model.lora_alpha, target_modules=cfg.model.lora_targets
@@ -177,7 +193,7 @@ class Trainer:
             )
             for r in roles
         }
-        self.ema = EMA(a.role_parameters(GEN), o.ema_decay)
+        self.ema = EMA(a.role_parameters(GEN), o.ema_decay, warmup=o.ema_warmup)
         self.null = a.null_conditioning(1)
         if self.acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -244,17 +260,25 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------- rollout
     def plan(self, epoch: int) -> EpochPlan:
+        """Group-contiguous order: the groups are shuffled, a group's members stay together.
+
+        A global micro-batch then holds whole groups (micro_batch a multiple of group_size), or a
+        group fills several consecutive micro-batches (a "block", group_size a multiple of
+        micro_batch); each process takes its slice of every global micro-batch.
+        """
         cfg = self.cfg
         prompts = self.prompts.sample(cfg.rollout.prompts_per_epoch)
-        n = cfg.samples_per_epoch
+        n, g = cfg.samples_per_epoch, cfg.rollout.group_size
         perm = torch.randperm(
-            n, generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "order", epoch))
+            cfg.rollout.prompts_per_epoch,
+            generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "order", epoch)),
         )
+        order = [k * g + i for k in perm.tolist() for i in range(g)]
         mb, per = cfg.method.micro_batch, cfg.method.micro_batch // self.world
         local = []
         for start in range(0, n, mb):
             local.extend(range(start + self.rank * per, start + (self.rank + 1) * per))
-        return EpochPlan(prompts=prompts, order=perm.tolist(), local=local)
+        return EpochPlan(prompts=prompts, order=order, local=local)
 
     def rollout(self, plan: EpochPlan) -> Rollout:
         cfg, a = self.cfg, self.adapter
@@ -327,6 +351,7 @@ class Trainer:
             "reward_std": float(finite.std(unbiased=False)) if len(finite) > 1 else 0.0,
             "reward_max": float(finite.max()) if len(finite) else float("nan"),
             "zero_std_groups": adv.zero_std_groups,
+            "zero_std_group_share": adv.zero_std_groups / max(1, self.cfg.rollout.prompts_per_epoch),
             "nan_rewards": adv.nan_rewards,
         }
         return adv.values[ro.index], stats
@@ -394,22 +419,28 @@ class Trainer:
         self._backward(loss, FAKE)
         return float(loss.detach())
 
-    def surrogate_step(
-        self, lat: torch.Tensor, cond: Any, adv: torch.Tensor, groups: torch.Tensor, micro: int, j_draw: int
-    ) -> dict[str, float]:
-        """DGPO step on the stored post-step latents of boundary j (drawn with probability ~ j+1)."""
+    def _surrogate_errors(
+        self, lat: torch.Tensor, cond: Any, groups: torch.Tensor, blk: int, j_draw: int
+    ) -> tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample denoising errors of the surrogate, the reference and the fast-EMA copy.
+
+        The query is shared by a group: the stored post-step latent of boundary j' (drawn per block
+        with probability ~ j'+1 among the trainable steps), one noise level and one noise per group
+        (seeds keyed by block and global group index), so the group's common error cancels in the
+        preference sum. Returns j' and (l_phi with grad, l_ref, l_old, reg with grad), each (n,).
+        """
         a, m, cfg = self.adapter, self.cfg.method, self.cfg
-        k = self.steps
-        probs = torch.arange(1, k + 1, dtype=torch.float64)
-        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "sur-j", self.epoch, micro, j_draw))
-        j = int(torch.multinomial(probs / probs.sum(), 1, generator=gen))
+        valid = self.train_steps
+        probs = torch.tensor([j + 1 for j in valid], dtype=torch.float64)
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "sur-j", self.epoch, blk, j_draw))
+        j = valid[int(torch.multinomial(probs / probs.sum(), 1, generator=gen))]
         n = lat.shape[0]
         x_n = lat[:, j + 1].to(self.device)
         s_n = torch.full((n,), float(self.sigmas[j + 1]))
         gl = groups.tolist()
-        u = _rows_rand(self._seeds("sur-tau", micro, j_draw, gl))  # one noise level and noise per group
+        u = _rows_rand(self._seeds("sur-tau", blk, j_draw, gl))
         s_tau = sample_sigma_above(s_n, t_min=m.t_min_dgpo_reward, shift=self.shift, margin=m.margin, u=u)
-        eps = _rows_randn(self._seeds("sur-eps", micro, j_draw, gl), tuple(x_n.shape[1:])).to(self.device)
+        eps = _rows_randn(self._seeds("sur-eps", blk, j_draw, gl), tuple(x_n.shape[1:])).to(self.device)
         s_n, s_tau = s_n.to(self.device), s_tau.to(self.device)
         x_tau, alpha, beta = renoise(x_n, s_n, s_tau, eps)
         target = surrogate_velocity_target(x_n, s_n, s_tau, eps, alpha, beta)
@@ -418,11 +449,44 @@ class Trainer:
             v_old = a.velocity(x_tau, s_tau, cond, role=OLD).float()
         v_phi = a.velocity(x_tau, s_tau, cond, role=SUR).float()
         per = lambda x: x.flatten(1).mean(1)  # noqa: E731
+        errors = [per((target - v_phi) ** 2), per((target - v_ref) ** 2), per((target - v_old) ** 2)]
+        return j, *errors, per((v_phi - v_ref) ** 2)
+
+    @torch.no_grad()
+    def block_group_sums(self, ro: Rollout, adv: torch.Tensor, slices: list[slice], blk: int, j_draw: int):
+        """(P,) float64 sums ``sum_{i in g} A_i (l_phi_i - l_ref_i)`` over a block's micro-batches.
+
+        Used when a group is larger than a micro-batch: the group weight needs the whole group, so
+        the pieces are first scored without gradient (the surrogate does not change inside a block:
+        ``optim.grad_accum`` is a multiple of the block length), then trained piece by piece.
+        """
+        total = torch.zeros(self.cfg.rollout.prompts_per_epoch, dtype=torch.float64)
+        for sl in slices:
+            cond = self.adapter.encode_prompts(ro.prompts[sl])
+            _, l_phi, l_ref, _, _ = self._surrogate_errors(ro.latents[sl], cond, ro.group[sl], blk, j_draw)
+            total += group_preference_sums(
+                adv[sl], l_phi.cpu(), l_ref.cpu(), ro.group[sl], self.cfg.rollout.prompts_per_epoch
+            )
+        return self._all_reduce_sum(total) if self.world > 1 else total
+
+    def surrogate_step(
+        self,
+        lat: torch.Tensor,
+        cond: Any,
+        adv: torch.Tensor,
+        groups: torch.Tensor,
+        blk: int,
+        j_draw: int,
+        group_sum: torch.Tensor | None = None,
+    ) -> dict[str, float]:
+        """DGPO step of the surrogate on one micro-batch (whole groups, or a block's piece + ``group_sum``)."""
+        m, cfg = self.cfg.method, self.cfg
+        j, l_phi, l_ref, l_old, reg = self._surrogate_errors(lat, cond, groups, blk, j_draw)
         out = surrogate_loss(
-            per((target - v_phi) ** 2),
-            per((target - v_ref) ** 2),
-            per((target - v_old) ** 2),
-            per((v_phi - v_ref) ** 2),
+            l_phi,
+            l_ref,
+            l_old,
+            reg,
             adv.to(self.device),
             groups.to(self.device),
             n_groups=cfg.rollout.prompts_per_epoch,
@@ -431,20 +495,31 @@ class Trainer:
             clip_range=m.clip_range,
             reg_threshold=m.reg_threshold,
             anchor_beta=m.anchor_beta,
-            time_weight=(j + 1) / k if m.use_tweight else 1.0,
+            time_weight=(j + 1) / self.steps if m.use_tweight else 1.0,
             all_reduce=self._all_reduce_sum if self.world > 1 else None,
+            group_sum=None if group_sum is None else group_sum.to(self.device),
         )
         self._backward(out.loss, SUR)
         return {
             "surrogate_loss": float(out.loss.detach()),
             "surrogate_group_weight": out.group_weight_mean,
+            "surrogate_group_weight_std": out.group_weight_std,
             "surrogate_clipped": out.clipped_fraction,
             "surrogate_drift": out.drift,
         }
 
     def generator_step(
-        self, lat: torch.Tensor, cond: Any, gidx: list[int], groups: torch.Tensor, micro: int, j: int
+        self,
+        lat: torch.Tensor,
+        cond: Any,
+        gidx: list[int],
+        groups: torch.Tensor,
+        micro: int,
+        j: int,
+        blk: int | None = None,
     ) -> dict[str, float]:
+        """Generator step at boundary j; the surrogate's reward query is shared by a group (keyed by block)."""
+        blk = micro if blk is None else blk
         a, m, cfg = self.adapter, self.cfg.method, self.cfg
         x_t, s_t, s_n, s_model = self._boundary(lat, j)
         v = a.velocity(x_t, s_model, cond, role=GEN).float()
@@ -460,12 +535,12 @@ class Trainer:
             sur_x0 = ref_x0 = None
             if rl:
                 gl = groups.tolist()
-                u = _rows_rand(self._seeds("rl-tau", micro, j, gl))
+                u = _rows_rand(self._seeds("rl-tau", blk, j, gl))
                 s_r = sample_sigma_above(
                     s_n.cpu(), t_min=m.t_min_dgpo, shift=self.shift, margin=m.margin, u=u
                 )
                 s_r = s_r.to(self.device)
-                eps_r = _rows_randn(self._seeds("rl-eps", micro, j, gl), tuple(x_t.shape[1:])).to(self.device)
+                eps_r = _rows_randn(self._seeds("rl-eps", blk, j, gl), tuple(x_t.shape[1:])).to(self.device)
                 x_r, _, _ = renoise(x_next, s_n, s_r, eps_r)
                 sur_x0 = self._guided_x0(SUR, x_r, s_r, cond, m.rl_cfg)
                 ref_x0 = self._guided_x0(REF if m.reference == "ema" else None, x_r, s_r, cond, 1.0)
@@ -552,20 +627,27 @@ class Trainer:
         per = cfg.method.micro_batch // self.world
         micro_steps = len(ro.prompts) // per
         accum = cfg.optim.grad_accum or micro_steps
-        k = self.steps
+        mpb = self.micro_per_block
+        valid = self.train_steps
         losses: dict[str, list[float]] = {}
+        sums: dict[int, torch.Tensor] = {}
         for mi in range(micro_steps):
             sl = slice(mi * per, (mi + 1) * per)
+            blk = mi // mpb  # a group's micro-batches share the block's draws
             lat, groups = ro.latents[sl], ro.group[sl]
             gidx = ro.index[sl].tolist()
             cond = a.encode_prompts(ro.prompts[sl])
-            draw = torch.Generator().manual_seed(derive_seed(cfg.seed, "bounds", self.epoch, mi))
-            js = torch.randperm(k, generator=draw)[: cfg.method.num_train_timesteps].tolist()
+            draw = torch.Generator().manual_seed(derive_seed(cfg.seed, "bounds", self.epoch, blk))
+            picks = torch.randperm(len(valid), generator=draw)[: cfg.method.num_train_timesteps].tolist()
+            js = [valid[i] for i in picks]
+            if mpb > 1 and mi % mpb == 0 and not cfg.distill:
+                pieces = [slice(q * per, (q + 1) * per) for q in range(mi, mi + mpb)]
+                sums = {jn: self.block_group_sums(ro, adv, pieces, blk, jn) for jn in range(len(js))}
             for jn, j in enumerate(js):
                 rec: dict[str, float] = {"fake_loss": self.fake_step(lat, cond, gidx, mi, j)}
                 if not cfg.distill:
-                    rec.update(self.surrogate_step(lat, cond, adv[sl], groups, mi, jn))
-                rec.update(self.generator_step(lat, cond, gidx, groups, mi, j))
+                    rec.update(self.surrogate_step(lat, cond, adv[sl], groups, blk, jn, sums.get(jn)))
+                rec.update(self.generator_step(lat, cond, gidx, groups, mi, j, blk))
                 for key, val in rec.items():
                     losses.setdefault(key, []).append(val)
             if (mi + 1) % accum == 0 or mi == micro_steps - 1:
@@ -655,7 +737,32 @@ class Trainer:
             if self.epoch % cfg.checkpoint_every == 0 or stop or self.epoch == cfg.max_epochs:
                 self.save_checkpoint()
         bar.close()
+        self._write_run_summary(time.perf_counter() - t0)
         return self.finalize()
+
+    def _write_run_summary(self, seconds: float) -> None:
+        """``<run>/run.json``: how far the run went and what stopped it (the safety cap is reported)."""
+        cfg = self.cfg
+        stopped_by = "max_epochs" if self.epoch >= cfg.max_epochs else "max_minutes"
+        if stopped_by == "max_minutes":
+            log.warning(
+                "%s stopped by the max_minutes=%g safety cap after %d of %d epochs: this model depends on "
+                "the machine's speed; rerun with more time or fewer max_epochs for a reproducible result",
+                cfg.name,
+                cfg.max_minutes,
+                self.epoch,
+                cfg.max_epochs,
+            )
+        if self.acc.is_main_process:
+            summary = {
+                "epochs": self.epoch,
+                "max_epochs": cfg.max_epochs,
+                "stopped_by": stopped_by,
+                "samples": self.epoch * cfg.samples_per_epoch,
+                "updates": dict(self.updates),
+                "seconds_this_session": round(seconds, 1),
+            }
+            (self.run_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
 
     # --------------------------------------------------------------------------------- outputs
     def export_generator(self, directory: Path) -> Path:
@@ -675,6 +782,7 @@ class Trainer:
             steps=self.steps,
             guidance=1.0,
             solver=self.schedule.solver,
+            spacing=self.cfg.model.spacing or self.adapter.sampling.spacing,
             few_step_base=None if self.cfg.distill else base.name,
             baseline=(self.cfg.model.teacher or base.baseline) if not self.cfg.distill else base.name,
             in_domain=tuple(self.cfg.rewards),
