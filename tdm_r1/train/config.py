@@ -76,6 +76,9 @@ class MethodConfig:
     tdm_weight: float = 0.3
     #: Boundaries j < trunc_steps get the surrogate-reward term.
     trunc_steps: int = 4
+    #: Ablation switch: false drops the surrogate-reward term from the generator loss (everything
+    #: else, including the surrogate's own training and the loss weights, is unchanged).
+    surrogate_term: bool = True
     #: Surrogate CFG when it supplies the reward direction.
     rl_cfg: float = 4.5
     beta_dpo: float = 10.0

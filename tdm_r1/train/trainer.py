@@ -528,12 +528,14 @@ class Trainer:
         s_tau, eps = self._kl_query(micro, j, gidx, s_n, tuple(x_t.shape[1:]))
         x_tau, _, _ = renoise(x_next, s_n, s_tau, eps)
         rl = not cfg.distill and j < m.trunc_steps
+        # ablation (method.surrogate_term=false): same rollouts, rewards and surrogate training, and
+        # the same KL/CFG weights, but the generator never receives the surrogate's reward direction
         with torch.no_grad():
             fake_x0 = x_tau - s_tau.view(-1, 1, 1, 1) * a.velocity(x_tau, s_tau, cond, role=FAKE).float()
             cond_x0, uncond_x0 = self._teacher_x0(x_tau, s_tau, cond)
             guided_x0 = uncond_x0 + m.teacher_cfg * (cond_x0 - uncond_x0)
             sur_x0 = ref_x0 = None
-            if rl:
+            if rl and m.surrogate_term:
                 gl = groups.tolist()
                 u = _rows_rand(self._seeds("rl-tau", blk, j, gl))
                 s_r = sample_sigma_above(
@@ -547,7 +549,7 @@ class Trainer:
         if cfg.distill:
             w = dict(w_kl=m.distill_kl_weight, w_cfg=m.distill_cfg_weight, w_rl=0.0)
         elif rl:
-            w = dict(w_kl=1.0, w_cfg=m.tdm_weight, w_rl=1.0 - m.tdm_weight)
+            w = dict(w_kl=1.0, w_cfg=m.tdm_weight, w_rl=(1.0 - m.tdm_weight) if m.surrogate_term else 0.0)
         else:
             w = dict(w_kl=m.tdm_weight, w_cfg=m.tdm_weight, w_rl=0.0)
         out = generator_loss(
