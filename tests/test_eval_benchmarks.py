@@ -127,6 +127,7 @@ def test_toy_suites_read_the_toy_grammar() -> None:
     assert {p.metadata["tag"] for p in geneval} == set(GENEVAL_TASKS)
     ocr = BENCHMARKS.get("toy-ocr").load_prompts()
     assert len(ocr) == 64 and all("target_text" in p.metadata for p in ocr)
+    assert len(BENCHMARKS.get("toy-ocr").work_items()) == 512  # resolves a paired OCR delta of 0.03
     assert len({p.id for p in geneval}) == len(geneval)
 
 

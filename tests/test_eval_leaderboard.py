@@ -69,11 +69,19 @@ def test_leaderboard_keeps_measured_and_reported_apart(results: Path) -> None:
 def test_deltas_arrows_and_in_domain_marks(results: Path) -> None:
     lb = leaderboard.build(results)
     m = lb.measured().set_index("model")
-    d = lb.deltas.set_index(["model", "relation"])
-    assert sorted(d.index) == [("kit-r1", "baseline"), ("kit-r1", "few_step_base")]
+    d = lb.deltas.set_index(["relation", "benchmark", "metric"])
+    assert set(lb.deltas["model"]) == {"kit-r1"} and len(d) == 2 * (7 + 2) and d.index.is_unique
     col = "kit-bright/kit-darkness"
-    assert d.loc[("kit-r1", "few_step_base"), col] == m.loc["kit-r1", col] - m.loc["kit-4step", col]
-    assert d.loc[("kit-r1", "baseline"), "reference"] == "kit-base"
+    dark = d.loc[("few_step_base", "kit-bright", "kit-darkness")]
+    assert dark["delta"] == pytest.approx(m.loc["kit-r1", col] - m.loc["kit-4step", col], abs=1e-12)
+    assert (
+        dark["method"] == "paired-t" and dark["n"] == 10 and dark["ci_low"] < dark["delta"] < dark["ci_high"]
+    )
+    overall = d.loc[("baseline", "kit-geneval", "overall")]
+    assert overall["reference"] == "kit-base" and overall["method"] == "paired-bootstrap"
+    assert overall["delta"] == pytest.approx(
+        m.loc["kit-r1", "kit-geneval/overall"] - m.loc["kit-base", "kit-geneval/overall"], abs=1e-12
+    )
     assert lb.higher_is_better[col] is False and lb.higher_is_better["geneval/overall"] is True
     assert sorted(lb.in_domain) == ["kit-r1"]
     assert "kit-geneval/overall" in lb.in_domain["kit-r1"]
@@ -101,7 +109,8 @@ def test_cli_leaderboard_writes_tables_and_figures(results: Path) -> None:
     assert set(table["kind"]) == {"measured", "reported"}
     assert "kit-geneval/overall" in table.columns and "geneval/overall" in table.columns
     assert (results / "leaderboard.md").read_text().startswith("# Leaderboard")
-    assert len(pd.read_csv(results / "leaderboard_deltas.csv")) == 2
+    deltas = pd.read_csv(results / "leaderboard_deltas.csv")
+    assert len(deltas) == 2 * (7 + 2) and set(deltas["method"]) == {"paired-t", "paired-bootstrap"}
     figures = sorted(p.name for p in (results / "plots").glob("*.png"))
     assert "radar__kit-r1.png" in figures and "kit-bright__kit-darkness.png" in figures
     assert len(figures) == 7 + 2 + 1  # bars for each measured column + one radar (kit-r1)

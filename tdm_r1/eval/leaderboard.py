@@ -10,6 +10,11 @@ Relations come from each run's ``meta.json`` (copied there from the model preset
 ``few_step_base`` and multi-step ``baseline`` give its delta rows, and its ``in_domain`` rewards
 mark the columns it was trained for (every column that such a reward scores as a benchmark's
 in-domain reward).
+
+Deltas are paired (``tdm_r1.eval.paired``): both runs' per-sample values are matched by sample
+key and the delta comes with a paired 95% CI and whether that CI excludes 0. Runs that cannot be
+paired (no per-sample file, other suite version, other sample set) give an ``unpaired`` delta
+with the reason and no CI.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import pandas as pd
 
 from tdm_r1.errors import ConfigError
 from tdm_r1.eval.benchmark import GENEVAL_TASKS
+from tdm_r1.eval.paired import run_delta
 from tdm_r1.eval.results import read_meta, read_summaries
 from tdm_r1.paths import results_dir as default_results_dir
 
@@ -38,7 +44,21 @@ PUBLISHED_COLUMNS: tuple[str, ...] = (
     "note",
 )
 ENTRY_COLUMNS: tuple[str, ...] = ("model", "nfe", "kind", "source", "few_step_base", "baseline", "in_domain")
-DELTA_COLUMNS: tuple[str, ...] = ("model", "reference", "relation")
+#: Columns of ``Leaderboard.deltas`` / ``leaderboard_deltas.csv``: one row per (model, reference, metric).
+DELTA_COLUMNS: tuple[str, ...] = (
+    "model",
+    "reference",
+    "relation",
+    "benchmark",
+    "metric",
+    "delta",
+    "ci_low",
+    "ci_high",
+    "n",
+    "method",
+    "significant",
+    "reason",
+)
 
 BENCHMARK_ORDER: tuple[str, ...] = ("geneval", "ocr", "pickscore", "drawbench", "toy-geneval", "toy-ocr")
 METRIC_ORDER: tuple[str, ...] = (
@@ -90,8 +110,8 @@ class Leaderboard:
         metrics: the metric columns, in display order.
         higher_is_better: direction of each metric column.
         in_domain: measured model -> its in-domain metric columns.
-        deltas: ``DELTA_COLUMNS`` then the metric columns: model minus its few-step base /
-            baseline, for measured models whose references were measured too.
+        deltas: ``DELTA_COLUMNS``: model minus its few-step base / baseline on every metric both
+            measured, with the paired 95% CI (``method``; ``significant`` = the CI excludes 0).
         ci: (measured model, column) -> (ci_low, ci_high).
         sources: reported source text -> whether it is secondary.
     """
@@ -240,27 +260,48 @@ def build(root: Path | None = None, published: Path | None = None) -> Leaderboar
         metrics=metrics,
         higher_is_better=directions,
         in_domain=in_domain,
-        deltas=_deltas(table, metrics),
+        deltas=_deltas(table, metrics, root),
         ci=ci,
         sources=sources,
     )
 
 
-def _deltas(table: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+def _deltas(table: pd.DataFrame, metrics: list[str], root: Path) -> pd.DataFrame:
+    """One row per (measured model, its measured few-step base / baseline, metric both have)."""
     measured = table[table["kind"] == "measured"].set_index("model")
+    summaries = {
+        (str(r.model), str(r.benchmark), str(r.metric)): r
+        for r in read_summaries(root).itertuples(index=False)
+    }
+    values: dict[tuple[str, str], pd.DataFrame | None] = {}
     rows = []
     for model, entry in measured.iterrows():
         for relation in ("few_step_base", "baseline"):
             ref = entry[relation]
-            if not ref:
+            if not ref or ref not in measured.index:
                 continue
-            if ref not in measured.index:
-                continue
-            diff = measured.loc[ref, metrics]
-            row = {"model": model, "reference": ref, "relation": relation}
-            row.update({c: entry[c] - diff[c] for c in metrics})
-            rows.append(row)
-    return pd.DataFrame(rows, columns=[*DELTA_COLUMNS, *metrics])
+            for col in metrics:
+                if pd.isna(entry[col]) or pd.isna(measured.loc[ref, col]):
+                    continue
+                bench, metric = split_column(col)
+                d = run_delta(bench, metric, str(model), str(ref), summaries, values, root)
+                rows.append(
+                    {
+                        "model": model,
+                        "reference": ref,
+                        "relation": relation,
+                        "benchmark": bench,
+                        "metric": metric,
+                        "delta": d.delta,
+                        "ci_low": d.ci_low,
+                        "ci_high": d.ci_high,
+                        "n": d.n,
+                        "method": d.method,
+                        "significant": d.significant,
+                        "reason": d.reason,
+                    }
+                )
+    return pd.DataFrame(rows, columns=list(DELTA_COLUMNS))
 
 
 # ------------------------------------------------------------------------------------ rendering
@@ -283,6 +324,20 @@ def fmt_nfe(value: Any) -> str:
     return "" if pd.isna(value) else str(int(value))
 
 
+def _fmt_ci(low: float, high: float) -> str:
+    return "" if pd.isna(low) or pd.isna(high) else f"[{fmt(low, signed=True)}, {fmt(high, signed=True)}]"
+
+
+def verdict(significant: Any, delta: float, higher_is_better: bool, reason: str = "") -> str:
+    """``significantly better`` / ``significantly worse`` (the 95% CI excludes 0), ``not
+    significant`` (the CI includes 0: no claim either way), or ``unpaired: <reason>`` (no CI)."""
+    if significant is None or pd.isna(significant):
+        return f"unpaired: {reason}" if reason else "no CI"
+    if not bool(significant):
+        return "not significant"
+    return "**significantly better**" if (delta > 0) == higher_is_better else "**significantly worse**"
+
+
 def benchmarks_of(metrics: list[str]) -> list[str]:
     out: list[str] = []
     for col in metrics:
@@ -301,7 +356,9 @@ def to_markdown(lb: Leaderboard) -> str:
         "Built by `tdmbench leaderboard` from `results/<benchmark>/<model>.csv` (kind `measured`) and "
         "`results/reference/published.csv` (kind `reported`, with numbered sources below). Measured and "
         "reported entries are never merged. ↑/↓: higher/lower is better. ★: the in-domain metric of an RL "
-        "model (a reward it was trained on). Do not edit by hand.",
+        "model (a reward it was trained on). Deltas are paired (same prompts and seeds): **significantly "
+        "better/worse** when their paired 95% CI excludes 0; a delta whose CI includes 0 is not significant "
+        "and is no win. Do not edit by hand.",
         "",
     ]
     for bench in benchmarks_of(lb.metrics):
@@ -328,17 +385,30 @@ def to_markdown(lb: Leaderboard) -> str:
                 "| " + " | ".join([str(r["model"]), fmt_nfe(r["nfe"]), r["kind"], *cells, src]) + " |"
             )
         lines.append("")
-        d = lb.deltas[lb.deltas[cols].notna().any(axis=1)] if len(lb.deltas) else lb.deltas
+        d = lb.deltas[lb.deltas["benchmark"] == bench]
         if len(d):
-            lines += [f"Deltas ({bench}): model minus reference, both measured.", ""]
-            lines.append(
-                "| model | minus | relation | " + " | ".join(split_column(c)[1] for c in cols) + " |"
-            )
-            lines.append("|" + "|".join(["---"] * 3 + ["---:"] * len(cols)) + "|")
+            lines += [
+                f"Deltas ({bench}): model minus reference, both measured, paired by prompt and seed; "
+                "95% CI by the method named (see docs/evaluation.md).",
+                "",
+                "| model | minus | relation | metric | delta | 95% CI | n | method | verdict |",
+                "|---|---|---|---|---:|---|---:|---|---|",
+            ]
             for _, r in d.iterrows():
                 rel = "few-step base" if r["relation"] == "few_step_base" else "multi-step baseline"
-                cells = [fmt(r[c], signed=True) for c in cols]
-                lines.append("| " + " | ".join([r["model"], r["reference"], rel, *cells]) + " |")
+                col = column(bench, r["metric"])
+                cells = [
+                    str(r["model"]),
+                    str(r["reference"]),
+                    rel,
+                    str(r["metric"]),
+                    fmt(r["delta"], signed=True),
+                    _fmt_ci(r["ci_low"], r["ci_high"]),
+                    str(int(r["n"])) if r["n"] else "",
+                    str(r["method"]),
+                    verdict(r["significant"], r["delta"], lb.higher_is_better.get(col, True), r["reason"]),
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
     if lb.sources:
         lines += ["## Sources of reported numbers", ""]

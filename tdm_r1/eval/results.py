@@ -5,6 +5,7 @@
     results/<benchmark>/<model>.csv              summary: one row per metric (committed)
     results/<benchmark>/<model>.meta.json        tdmbench version, model config, rewards (committed)
     results/<benchmark>/<model>.samples.parquet  one row per image x reward (not committed)
+    results/<benchmark>/<model>.scores.csv       per-sample metric values, for paired deltas (committed)
     results/leaderboard.{csv,md}                 built by `tdmbench leaderboard` (committed)
     results/reference/published.csv              published numbers with their sources (committed)
 
@@ -70,6 +71,8 @@ SAMPLE_COLUMNS: tuple[str, ...] = (
 )
 
 NOT_BENCHMARKS = frozenset({"reference", "perf", "plots", "report"})
+#: The small per-sample file that is committed (the parquet is not): what paired deltas read.
+SCORES_SUFFIX = ".scores.csv"
 
 
 def file_stem(model: str) -> str:
@@ -82,6 +85,7 @@ class RunFiles:
     csv: Path
     meta: Path
     samples: Path
+    scores: Path
 
 
 def run_files(benchmark: str, model: str, root: Path | None = None) -> RunFiles:
@@ -91,6 +95,7 @@ def run_files(benchmark: str, model: str, root: Path | None = None) -> RunFiles:
         csv=folder / f"{stem}.csv",
         meta=folder / f"{stem}.meta.json",
         samples=folder / f"{stem}.samples.parquet",
+        scores=folder / f"{stem}{SCORES_SUFFIX}",
     )
 
 
@@ -104,7 +109,9 @@ def summary_csv_text(summary: pd.DataFrame) -> str:
 
 
 def write_run(files: RunFiles, summary: pd.DataFrame, samples: pd.DataFrame, meta: dict[str, Any]) -> None:
-    """Write the three files atomically (samples first, the summary CSV last)."""
+    """Write the four files atomically (samples first, the summary CSV last)."""
+    from tdm_r1.eval.paired import sample_values
+
     files.csv.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=files.samples.parent, prefix=f".{files.samples.name}.", suffix=".tmp")
     os.close(fd)
@@ -113,6 +120,8 @@ def write_run(files: RunFiles, summary: pd.DataFrame, samples: pd.DataFrame, met
         os.replace(tmp, files.samples)
     finally:
         Path(tmp).unlink(missing_ok=True)
+    values = sample_values(samples, meta.get("benchmark", {}))
+    atomic_write_text(files.scores, values.to_csv(index=False, lineterminator="\n"))
     atomic_write_text(files.meta, json.dumps(json.loads(stable_json(meta)), indent=2, sort_keys=True) + "\n")
     atomic_write_text(files.csv, summary_csv_text(summary))
 
@@ -123,7 +132,7 @@ def read_summaries(root: Path | None = None) -> pd.DataFrame:
     frames = []
     if root.is_dir():
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in NOT_BENCHMARKS):
-            for path in sorted(folder.glob("*.csv")):
+            for path in sorted(p for p in folder.glob("*.csv") if not p.name.endswith(SCORES_SUFFIX)):
                 df = pd.read_csv(path, dtype={"reward_version": str, "benchmark_version": str})
                 if set(SUMMARY_COLUMNS) <= set(df.columns):
                     frames.append(df.loc[:, list(SUMMARY_COLUMNS)])
@@ -140,3 +149,30 @@ def read_meta(benchmark: str, model: str, root: Path | None = None) -> dict[str,
 def read_samples(benchmark: str, model: str, root: Path | None = None) -> pd.DataFrame:
     """The per-sample table of one run (``FileNotFoundError`` if it was not kept)."""
     return pd.read_parquet(run_files(benchmark, model, root).samples)
+
+
+def read_values(benchmark: str, model: str, root: Path | None = None) -> pd.DataFrame | None:
+    """The per-sample metric values of one run (``tdm_r1.eval.paired.VALUE_COLUMNS``): the
+    committed ``.scores.csv``, else derived from the parquet and ``meta.json``; ``None`` if neither
+    was kept."""
+    from tdm_r1.eval.paired import sample_values
+
+    files = run_files(benchmark, model, root)
+    if files.scores.is_file():
+        return pd.read_csv(
+            files.scores,
+            dtype={
+                "prompt_id": str,
+                "group": str,
+                "reward_version": str,
+                "benchmark_version": str,
+                "model_config_hash": str,
+            },
+            keep_default_na=False,
+            na_values={"value": ["", "NaN", "nan"]},
+        )
+    if files.samples.is_file():
+        return sample_values(
+            pd.read_parquet(files.samples), read_meta(benchmark, model, root).get("benchmark", {})
+        )
+    return None
