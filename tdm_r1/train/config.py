@@ -153,6 +153,7 @@ class TrainConfig:
     #: Safety cap in minutes (0 = none): the run stops after the epoch that crosses it and says so
     #: (``stopped_by`` in ``<run>/run.json``); a run cut short by it is not a reproducible result.
     max_minutes: float = 0.0
+    #: Epochs between checkpoints (0 = only at the end of the run).
     checkpoint_every: int = 10
     #: Evaluate the EMA generator every N epochs (0 = only at the end) on these benchmarks.
     eval_every: int = 0
@@ -185,6 +186,10 @@ class TrainConfig:
             raise ConfigError("method.num_train_timesteps and method.micro_batch must be >= 1")
         if self.optim.grad_accum < 0:
             raise ConfigError("optim.grad_accum must be >= 0 (0 = one update per epoch)")
+        if self.checkpoint_every < 0:
+            raise ConfigError(
+                f"checkpoint_every must be >= 0 epochs (0 = only at the end), got {self.checkpoint_every}"
+            )
 
     @property
     def distill(self) -> bool:

@@ -45,6 +45,7 @@ from tdm_r1.train import checkpoint
 from tdm_r1.train.config import TrainConfig, check_world, trainable_steps
 from tdm_r1.train.ema import EMA
 from tdm_r1.train.prompts import PromptSource
+from tdm_r1.train.resume import check_resume
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,10 @@ class Trainer:
         from accelerate import Accelerator
 
         cfg = self.cfg
+        # a resume must continue the same run: compare with the run's config before anything loads
+        self._config_changes = []
+        if checkpoint.complete(self.run_dir / "checkpoints"):
+            self._config_changes = check_resume(self.run_dir, to_dict(cfg))
         cpu = cfg.model.device == "cpu" or (cfg.model.device is None and not torch.cuda.is_available())
         self.acc = Accelerator(cpu=cpu)
         check_world(cfg, self.acc.num_processes)
@@ -197,6 +202,9 @@ class Trainer:
         self.null = a.null_conditioning(1)
         if self.acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            checkpoint.clean_partial(self.run_dir / "checkpoints")
+            for key, old, new in self._config_changes:
+                log.info("resuming with %s changed: %r -> %r", key, old, new)
             dump_yaml(cfg, self.run_dir / "config.yaml")
         self._trackers()
         self._resume()
@@ -242,10 +250,10 @@ class Trainer:
         return path
 
     def _resume(self) -> None:
-        last = checkpoint.latest(self.run_dir / "checkpoints")
-        if last is None:
+        found = checkpoint.load_newest(self.run_dir / "checkpoints")
+        if found is None:
             return
-        state = checkpoint.load(last)
+        last, state = found
         for role, tensors in state["roles"].items():
             self.adapter.set_role_weights(role, tensors, source=str(last))
         for role, sd in state["opt"].items():
@@ -736,7 +744,11 @@ class Trainer:
             stop = bool(cfg.max_minutes) and (time.perf_counter() - t0) / 60 > cfg.max_minutes
             if cfg.eval_every and self.epoch % cfg.eval_every == 0 and cfg.eval_benchmarks:
                 self.evaluate(tag=f"epoch-{self.epoch}")
-            if self.epoch % cfg.checkpoint_every == 0 or stop or self.epoch == cfg.max_epochs:
+            if (
+                (cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0)
+                or stop
+                or self.epoch == cfg.max_epochs
+            ):
                 self.save_checkpoint()
         bar.close()
         self._write_run_summary(time.perf_counter() - t0)

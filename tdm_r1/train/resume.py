@@ -1,0 +1,92 @@
+"""Resuming a run: the config it was started with decides, and a changed config is refused.
+
+A run folder's ``config.yaml`` is the resolved config of the run. Reusing the run's name with
+another reward, model or hyper-parameter would silently continue the old run under a new label,
+so a resume compares the two configs before anything is loaded or written: keys that only change
+how long or how visibly the run goes on (``SAFE_TO_CHANGE``) may differ; any other difference is
+an error listing every differing key.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tdm_r1.errors import ConfigError
+
+#: Keys (dotted, or a prefix ending in ".") that a resumed run may change.
+SAFE_TO_CHANGE: tuple[str, ...] = (
+    "max_epochs",
+    "max_minutes",
+    "checkpoint_every",
+    "eval_every",
+    "eval_benchmarks",
+    "eval_limit",
+    "eval_batch_size",
+    "trackers",
+    "output_dir",
+    "model.device",
+    "rollout.batch_size",  # rollout chunking only: every sample has its own seed
+    "rollout.async_rewards",
+)
+#: Stands for a key that one of two configs does not have.
+ABSENT = "(absent)"
+#: Reward options that change speed, not scores (process pools, threads).
+SAFE_REWARD_OPTIONS = ("workers", "threads", "batch_size")
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _is_safe(key: str) -> bool:
+    if key.startswith("reward_options.") and key.rsplit(".", 1)[-1] in SAFE_REWARD_OPTIONS:
+        return True
+    return any(key == s or key.startswith(s + ".") for s in SAFE_TO_CHANGE)
+
+
+def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, old value, new value) for every leaf that differs (JSON-normalised: tuples are lists)."""
+    a = _flatten(json.loads(json.dumps(old, default=str)))
+    b = _flatten(json.loads(json.dumps(new, default=str)))
+    return [
+        (k, a.get(k, ABSENT), b.get(k, ABSENT))
+        for k in sorted(set(a) | set(b))
+        if a.get(k, ABSENT) != b.get(k, ABSENT)
+    ]
+
+
+def check_resume(run_dir: Path, new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """Compare ``new`` (a resolved config dict) with ``<run_dir>/config.yaml`` of an existing run.
+
+    Returns the safe differences (the caller logs them and rewrites ``config.yaml``); raises
+    :class:`ConfigError` listing the others. Does nothing for a run without checkpoints.
+    """
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return []
+    try:
+        old = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the run's config {path}: {exc}") from exc
+    diffs = config_differences(old, new)
+    unsafe = [d for d in diffs if not _is_safe(d[0])]
+    if unsafe:
+        listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in unsafe)
+        raise ConfigError(
+            f"run folder {run_dir} holds a run started with another config ({listed}). Resuming would "
+            "continue the old run under the new settings: choose another --name (or output_dir) for a "
+            f"new run, or delete {run_dir} to start this one over."
+        )
+    return [d for d in diffs if d[0] != "output_dir"]

@@ -1,0 +1,99 @@
+"""Training under faults: killed or failed saves, damaged checkpoints, changed configs on resume."""
+
+from __future__ import annotations
+
+import errno
+import pathlib
+import shutil
+from pathlib import Path
+
+import pytest
+import trainkit
+
+from tdm_r1.errors import ConfigError
+from tdm_r1.train import checkpoint
+from tdm_r1.train.checkpoint import CheckpointError
+
+
+def _fit(tmp: Path, **changes):
+    from tdm_r1.train.trainer import Trainer
+
+    return Trainer(trainkit.small_config(tmp, **changes)).fit()
+
+
+def test_partial_checkpoints_are_cleaned_on_start(registered, tmp_path: Path) -> None:
+    from tdm_r1.train.trainer import Trainer
+
+    run = _fit(tmp_path, max_epochs=1)
+    partial = run / "checkpoints" / ".tmp-step-00000002-123"
+    partial.mkdir()
+    (partial / "state.pt").write_bytes(b"half")
+    t = Trainer(trainkit.small_config(tmp_path, max_epochs=2))
+    t.setup()
+    assert not partial.exists() and t.epoch == 1
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_says_what_is_needed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    state = {"w": torch.zeros(1000)}
+    first = checkpoint.save(tmp_path, 1, state)
+    real_usage = shutil.disk_usage
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda p: real_usage(p)._replace(free=100))
+    with pytest.raises(
+        CheckpointError, match=r"no space left on .*: [\d.]+ KB needed, 100 B free.*step-00000001"
+    ):
+        checkpoint.save(tmp_path, 2, state)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", real_usage)
+
+    def full(self, data):  # the disk fills during the write itself
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pathlib.Path, "write_bytes", full)
+    with pytest.raises(CheckpointError, match="no space left on"):
+        checkpoint.save(tmp_path, 2, state)
+    monkeypatch.undo()
+    assert checkpoint.complete(tmp_path) == [first] and not list(tmp_path.glob(".tmp-*"))
+    assert torch.equal(checkpoint.load(first)["w"], state["w"])
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(
+    registered, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tdm_r1.train.trainer import Trainer
+
+    run = _fit(tmp_path, max_epochs=2, checkpoint_every=1)
+    ckpts = checkpoint.complete(run / "checkpoints")
+    assert [p.name for p in ckpts] == ["step-00000001", "step-00000002"]
+    data = (ckpts[-1] / "state.pt").read_bytes()
+    (ckpts[-1] / "state.pt").write_bytes(data[: len(data) // 2])
+    t = Trainer(trainkit.small_config(tmp_path, max_epochs=3, checkpoint_every=1))
+    with caplog.at_level("WARNING"):
+        t.setup()
+    assert t.epoch == 1
+    assert "skipping checkpoint step-00000002" in caplog.text and "truncated" in caplog.text
+    (ckpts[0] / "state.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="no usable checkpoint.*step-00000001"):
+        Trainer(trainkit.small_config(tmp_path, max_epochs=3)).setup()
+
+
+def test_resume_with_another_config_is_refused_and_the_old_config_kept(registered, tmp_path: Path) -> None:
+    from tdm_r1.train.trainer import Trainer
+
+    run = _fit(tmp_path, max_epochs=1)
+    before = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"another config \(method\.beta_dpo: 1\.0 -> 3\.0; seed: 0 -> 1\)"):
+        Trainer(trainkit.small_config(tmp_path, method={"beta_dpo": 3.0}, seed=1)).setup()
+    assert (run / "config.yaml").read_text() == before
+    t = Trainer(trainkit.small_config(tmp_path, max_epochs=2, eval_limit=3))  # safe to change
+    t.setup()
+    assert t.epoch == 1 and "max_epochs: 2" in (run / "config.yaml").read_text()
+
+
+def test_checkpoint_every_zero_means_only_at_the_end(registered, tmp_path: Path) -> None:
+    run = _fit(tmp_path, max_epochs=2, checkpoint_every=0)
+    assert [p.name for p in checkpoint.complete(run / "checkpoints")] == ["step-00000002"]
+    with pytest.raises(ConfigError, match="checkpoint_every must be >= 0"):
+        trainkit.small_config(tmp_path, checkpoint_every=-1)
