@@ -194,3 +194,22 @@ def test_offline_clip_tokenizer_is_the_real_one() -> None:
 def test_weight_file_how_to_provide_mentions_env() -> None:
     assert isinstance(TDM_SD35_LORA, WeightFile)
     assert "TDMBENCH_TDM_SD35_LORA" in TDM_SD35_LORA.how_to_provide()
+
+
+def test_identity_follows_local_weights_not_their_location(tmp_path: Path) -> None:
+    """The same weights in another checkout give the same identity; other weights another one."""
+    import dataclasses
+    import shutil
+
+    from tdm_r1.registry import MODELS
+
+    base = MODELS.get("toy-4step")
+    copies = []
+    for name in ("a", "b"):
+        folder = tmp_path / name / "toy-4step"
+        shutil.copytree(base.lora, folder)
+        copies.append(dataclasses.replace(base, lora=str(folder)))
+    assert copies[0].config_dict() == copies[1].config_dict() == base.config_dict()
+    weights = Path(copies[1].lora) / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    assert copies[0].config_dict() != copies[1].config_dict()

@@ -329,9 +329,12 @@ class ModelPreset:
         data = self.to_dict()
         data.pop("sources", None)
         digests: dict[str, str | None] = {}
-        for key, value in (("pipeline", self.hub_id), ("lora", self.lora)):
+        for key, field_name, value in (("pipeline", "hub_id", self.hub_id), ("lora", "lora", self.lora)):
             if isinstance(value, str) and Path(value).expanduser().exists():
                 digests[key] = _digest_path(Path(value).expanduser())
+                # the content stands for a local folder, not where it lies: a result measured in one
+                # checkout is recognised in another (committed results, another user's clone)
+                data[field_name] = f"<local>/{Path(value).name}"
         data["weights_sha256"] = digests
         return data
 
