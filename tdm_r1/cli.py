@@ -490,7 +490,8 @@ def demo_cmd(
         str, typer.Option("--reward", "-r", help="ocr | geneval (the toy world's rewards).")
     ] = "ocr",
     minutes: Annotated[
-        float | None, typer.Option("--minutes", help="Training budget (default: the preset's 20 minutes).")
+        float | None,
+        typer.Option("--minutes", help="Training safety cap in minutes (the run is bounded by epochs)."),
     ] = None,
     device: DeviceOpt = None,
 ) -> None:
@@ -499,8 +500,11 @@ def demo_cmd(
 
     out = run_demo(reward=reward, minutes=minutes, device=device)
     typer.echo(f"run: {out['run']}")
+    for model, bench in out["reused"]:
+        typer.echo(f"reused the committed result of {model} on {bench} (same weights, suite and rewards)")
     for path in out["files"].values():
         typer.echo(f"wrote {path}")
+    typer.echo("time per stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in out["stages"].items()))
 
 
 @app.command("leaderboard")

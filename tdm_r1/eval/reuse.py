@@ -1,0 +1,67 @@
+"""Reusing a result already in ``results/`` instead of evaluating again.
+
+A committed result stands for a new evaluation when everything that decides its numbers is the
+same: the model's identity (its preset fields and the content of its local weights, see
+``ModelPreset.config_dict``), the benchmark's definition and version, the identity of every reward
+(its version string, which carries engines and settings) and the run being complete (no
+``--limit``), with the per-sample file that paired deltas need. Anything else is evaluated again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+def _reward_versions(bench: Any) -> dict[str, str]:
+    """metric -> version string of the reward that scores it now (rewards are built: cheap for toys)."""
+    from tdm_r1.eval.runner import _plan_rewards
+
+    jobs, _ = _plan_rewards([bench], {})
+    out: dict[str, str] = {}
+    for job in jobs:
+        version = str(getattr(job.build("cpu"), "version", ""))
+        for _, use in job.uses:
+            out[use.metric] = version
+    return out
+
+
+def reusable_result(model: str, benchmark: str, results_root: Path) -> tuple[bool, str]:
+    """(True, why) when ``results/<benchmark>/<model>`` can stand for a new evaluation, else (False, why)."""
+    from tdm_r1.eval.results import run_files
+    from tdm_r1.eval.runner import _Model
+    from tdm_r1.registry import BENCHMARKS, MODELS
+
+    files = run_files(benchmark, model, results_root)
+    for path in (files.csv, files.meta, files.scores):
+        if not path.is_file():
+            return False, f"{path} is missing"
+    try:
+        meta = json.loads(files.meta.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return False, f"{files.meta} is unreadable ({exc})"
+    bench = BENCHMARKS.get(benchmark)
+    if meta.get("limit") is not None:
+        return False, "it is a --limit run"
+    if json.dumps(meta.get("benchmark"), sort_keys=True) != json.dumps(bench.to_dict(), sort_keys=True):
+        return (
+            False,
+            f"the suite changed (version {meta.get('benchmark', {}).get('version')} -> {bench.version})",
+        )
+    name = MODELS.canonical(model)
+    now = _Model(name, MODELS.get(name), None).config_hash()
+    if meta.get("model", {}).get("config_hash") != now:
+        return False, "the model's identity (preset or weights) changed"
+    versions = _reward_versions(bench)
+    for entry in meta.get("rewards", []):
+        recorded = entry.get("reward_versions") or []
+        if recorded != [versions.get(entry.get("metric"))]:
+            return (
+                False,
+                f"reward {entry.get('name')!r} changed ({recorded} -> {versions.get(entry.get('metric'))})",
+            )
+    return True, f"{files.csv} matches the model, suite v{bench.version} and reward identities"
