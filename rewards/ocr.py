@@ -23,6 +23,16 @@ Engines (``backend`` option): ``rapidocr`` (default; PP-OCR ONNX models shipped 
 parity with the paper). Both keep lines scored >= 0.5 (PaddleOCR 2.x ``drop_score`` and RapidOCR
 ``text_score`` both default to 0.5) and run without the angle classifier, as Flow-GRPO does.
 
+Identity: the reward's ``version`` is ``2-<backend>-<engine version>-<hash>``, the hash covering the
+engine's package versions, model files (names and sha256) and detection settings
+(:meth:`OcrReward.engine_identity`), so caches and result rows tell engines apart; every row's
+``engine`` detail names them in short. Flow-GRPO's published numbers come from PaddleOCR 2.9.1's
+English models (``backend=paddleocr``); the default ``rapidocr`` backend runs other PP-OCR models.
+
+The ``rapidocr`` backend detects text at the image's own size up to 960 px (PaddleOCR 2.x's
+detection size rule, :data:`tdm_r1.ocr_engines.RAPIDOCR_DET_DEFAULTS`), not RapidOCR's default
+upscaling to a 736-px shorter side: the same reads on small images, many times faster.
+
 Images are read in parallel by a pool of ``workers`` processes (forkserver, or spawn where
 forkserver is missing), each building its own engine once (:mod:`tdm_r1.ocr_engines`). As with any
 spawned pool, a script that calls the reward with ``workers > 1`` must guard its entry point with
@@ -31,6 +41,8 @@ spawned pool, a script that calls the reward with ``workers > 1`` must guard its
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import multiprocessing
@@ -49,6 +61,7 @@ from tdm_r1.errors import ConfigError, TdmError
 from tdm_r1.images import to_uint8_nhwc
 from tdm_r1.ocr_engines import (
     OCR_BACKENDS,
+    RAPIDOCR_DET_DEFAULTS,
     Line,
     OcrEngine,
     PaddleOcrEngine,
@@ -152,6 +165,39 @@ def ocr_match(recognized: str, target: str) -> OcrMatch:
     )
 
 
+# -------------------------------------------------------------------------------- identity
+def usable_cores() -> int:
+    """Cores this process may run on (``os.sched_getaffinity``; ``os.cpu_count()`` elsewhere)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def engine_identity(engine: OcrEngine) -> dict[str, Any]:
+    """The engine's identity dict (``identity()`` where the engine has one, else its class name)."""
+    identity = getattr(engine, "identity", None)
+    return identity() if callable(identity) else {"engine": type(engine).__name__, "version": "unknown"}
+
+
+def identity_digest(identity: dict[str, Any]) -> str:
+    """sha256 of the identity's canonical JSON (sorted keys)."""
+    text = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def engine_label(identity: dict[str, Any]) -> str:
+    """One-line summary: ``rapidocr 3.10.0; det PP-OCRv6_det_small.onnx@1a2b3c4d; ...; det 960/max``."""
+    parts = [f"{identity.get('engine', '?')} {identity.get('version', '?')}"]
+    for task, model in (identity.get("models") or {}).items():
+        if isinstance(model, dict) and "file" in model:
+            parts.append(f"{task} {model['file']}@{str(model.get('sha256', ''))[:8]}")
+    det = identity.get("det")
+    if isinstance(det, dict) and "limit_side_len" in det:
+        parts.append(f"det size {det['limit_side_len']}/{det['limit_type']}")
+    return "; ".join(parts)
+
+
 # ---------------------------------------------------------------------------------- reward
 @register_reward("ocr")
 class OcrReward(Reward):
@@ -160,24 +206,30 @@ class OcrReward(Reward):
     Args:
         backend: ``rapidocr`` (default, offline) or ``paddleocr`` (PaddleOCR 2.9.1, paper parity;
             ``pip install 'tdmbench[paddle]'``).
-        workers: processes that read images in parallel (default ``os.cpu_count()``); 1 = serial,
-            in this process. Each worker builds its own engine once and is reused across calls.
+        workers: processes that read images in parallel (default: the cores this process may run
+            on, ``os.sched_getaffinity``); 1 = serial, in this process. Each worker builds its own
+            engine once and is reused across calls.
         text_score: RapidOCR's line-score floor (0.5, the PaddleOCR 2.x default).
-        threads: onnxruntime threads per engine (RapidOCR); default ``max(1, os.cpu_count() // workers)``,
+        det_limit_side_len, det_limit_type: RapidOCR's text detection size rule (default 960,
+            "max": no upscaling; RapidOCR's own default is 736, "min").
+        threads: onnxruntime threads per engine (RapidOCR); default ``max(1, cores // workers)``,
             so that the engines together never oversubscribe the cores (1 with the default
             ``workers``). On a busy machine ``threads=1`` is much faster than many threads even
             with ``workers=1`` (onnxruntime's threads spin; see results/perf/rewards.md).
 
     Detail columns: ``recognized`` (raw concatenated text), ``target``, ``exact_match``,
-    ``substring_match``, ``edit_similarity``, ``error`` (engine failure text, "" if none).
+    ``substring_match``, ``edit_similarity``, ``error`` (engine failure text, "" if none),
+    ``engine`` (engine, version, model files with sha256 prefixes, detection settings).
     """
 
     name = "ocr"
-    version = "1"
+    version = "2"  # class-level; an instance's version adds the engine identity (see __init__)
     higher_is_better = True
     scale = (
         "OCR accuracy 1 - min(d, len(target))/len(target), d = 0 if the target is a substring of the recognised "
-        "text else their edit distance (lower-cased, ASCII spaces removed); in [0, 1]"
+        "text else their edit distance (lower-cased, ASCII spaces removed); in [0, 1]. Engine: rapidocr "
+        "(PP-OCR ONNX models from the pinned rapidocr wheel) by default; Flow-GRPO's published numbers come "
+        "from PaddleOCR 2.9.1 English models (backend=paddleocr)"
     )
     _start_method: ClassVar[str] = (
         "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -189,23 +241,33 @@ class OcrReward(Reward):
         workers: int | None = None,
         text_score: float = 0.5,
         threads: int | None = None,
+        det_limit_side_len: int = RAPIDOCR_DET_DEFAULTS["limit_side_len"],
+        det_limit_type: str = RAPIDOCR_DET_DEFAULTS["limit_type"],
     ) -> None:
         if backend not in OCR_BACKENDS:
             raise ConfigError(f"unknown OCR backend {backend!r}; choose one of {sorted(OCR_BACKENDS)}")
-        workers = (os.cpu_count() or 1) if workers is None else int(workers)
+        cores = usable_cores()
+        workers = cores if workers is None else int(workers)
         if workers < 1:
             raise ConfigError(f"ocr workers must be >= 1, got {workers}")
         self.backend = backend
         self.workers = workers
-        self.version = f"1-{backend}"
-        self.threads = max(1, (os.cpu_count() or 1) // workers) if threads is None else int(threads)
+        self.threads = max(1, cores // workers) if threads is None else int(threads)
         self._engine_options: dict[str, Any] = {}
         if backend == "rapidocr":
             self._engine_options["text_score"] = text_score
             self._engine_options["threads"] = self.threads
+            self._engine_options["det_limit_side_len"] = int(det_limit_side_len)
+            self._engine_options["det_limit_type"] = str(det_limit_type)
         # Built eagerly so that a missing package fails at construction, not at the first batch.
         self._engine: OcrEngine | None = make_engine(backend, **self._engine_options)
         self._pool: ProcessPoolExecutor | None = None
+        self.engine_identity: dict[str, Any] = engine_identity(self._engine)
+        self.version = (
+            f"{type(self).version}-{backend}-{self.engine_identity.get('version', 'unknown')}-"
+            + (identity_digest(self.engine_identity)[:12])
+        )
+        self._engine_label = engine_label(self.engine_identity)
 
     # Picklable: the engine and the pool stay behind and are rebuilt on demand.
     def __getstate__(self) -> dict[str, Any]:
@@ -216,6 +278,9 @@ class OcrReward(Reward):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "engine": self.engine_identity}
 
     def close(self) -> None:
         """Shut the worker processes down (they are also stopped at interpreter exit)."""
@@ -304,6 +369,7 @@ class OcrReward(Reward):
             "substring_match": substring,
             "edit_similarity": similarity,
             "error": errors,
+            "engine": [self._engine_label] * n,
             NAN_REASON: reasons,
         }
         return RewardOutput(scores, details)

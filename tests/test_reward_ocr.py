@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import os
 import pickle
 import subprocess
 import sys
@@ -130,6 +131,93 @@ def test_serial_and_parallel_agree_and_pickle() -> None:
     assert serial.scores.tolist()[:2] == [1.0, 1.0]
 
 
+# ---------------------------------------------------------------------- engine identity, speed
+def test_identity_names_models_by_sha256_and_follows_detection_settings() -> None:
+    import hashlib
+    import importlib.metadata
+    from pathlib import Path
+
+    import rapidocr
+
+    version = importlib.metadata.version("rapidocr")
+    new = OcrReward(workers=1)
+    old_rule = OcrReward(workers=1, det_limit_side_len=736, det_limit_type="min")
+    again = OcrReward(workers=2, threads=1)  # parallelism is not part of what it reads
+    ident = new.describe()["engine"]
+    assert ident["engine"] == "rapidocr" and ident["version"] == version
+    assert ident["det"]["limit_side_len"] == 960 and ident["det"]["limit_type"] == "max"
+    models_dir = Path(rapidocr.__file__).parent / "models"
+    for task in ("det", "rec"):
+        model = ident["models"][task]
+        assert model["file"].endswith(".onnx") and f"_{task}_" in model["file"]
+        assert model["sha256"] == hashlib.sha256((models_dir / model["file"]).read_bytes()).hexdigest()
+    assert new.version.startswith(f"2-rapidocr-{version}-")
+    assert new.version == again.version
+    assert old_rule.version != new.version
+    assert old_rule.describe()["engine"]["det"]["limit_type"] == "min"
+    out = new(images=from_pil([sign("OPEN")]), prompts=['"OPEN"'])
+    assert out.details["engine"] == [f"rapidocr {version}; det {ident['models']['det']['file']}@"
+                                     f"{ident['models']['det']['sha256'][:8]}; rec {ident['models']['rec']['file']}@"
+                                     f"{ident['models']['rec']['sha256'][:8]}; det size 960/max"]  # fmt: skip
+    again.close()
+
+
+def test_bad_detection_settings_are_config_errors() -> None:
+    from tdm_r1.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="det_limit_type must be 'max' or 'min'"):
+        OcrReward(workers=1, det_limit_type="largest")
+    with pytest.raises(ConfigError, match="det_limit_side_len must be >= 32"):
+        OcrReward(workers=1, det_limit_side_len=8)
+
+
+def test_small_images_are_detected_at_their_own_size() -> None:
+    """The default rule does not scale a 64-px image up (RapidOCR's own rule makes it 736 px)."""
+    from tdm_r1.ocr_engines import RapidOcrEngine
+
+    image = np.zeros((64, 64, 3), np.uint8)
+    big = np.zeros((1200, 600, 3), np.uint8)
+    new, old = (
+        RapidOcrEngine(threads=1),
+        RapidOcrEngine(threads=1, det_limit_side_len=736, det_limit_type="min"),
+    )
+    det_new, det_old = new._engine._load_det_model(), old._engine._load_det_model()
+    assert det_new.get_preprocess().resize(image).shape == (64, 64, 3)
+    assert det_old.get_preprocess().resize(image).shape == (736, 736, 3)
+    assert det_new.get_preprocess().resize(big).shape == (960, 480, 3)  # larger images scale down to 960
+
+
+def test_toy_signs_read_the_same_as_with_upscaling() -> None:
+    """64-px toy signs: the default detection size reads what RapidOCR's 736-px upscaling reads."""
+    from tdm_r1.ocr_engines import RapidOcrEngine
+    from tdm_r1.toyworld.grammar import task_prompts
+    from tdm_r1.toyworld.render import render
+
+    rng = np.random.default_rng(7)
+    cases = task_prompts("text", "train")[:8]
+    images = [render(c, rng)[0] for c in cases]
+    new, old = (
+        RapidOcrEngine(threads=1),
+        RapidOcrEngine(threads=1, det_limit_side_len=736, det_limit_type="min"),
+    )
+    read_new = [recognized_text(new.read(im)) for im in images]
+    assert read_new == [recognized_text(old.read(im)) for im in images]
+    assert read_new == [extract_target(c["prompt"]) for c in cases]
+
+
+def test_default_workers_follow_the_usable_cores() -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    r = OcrReward()
+    assert r.workers == cores and r.threads == 1
+    assert OcrReward(workers=1).threads == cores
+
+
+def test_ls_rewards_names_flow_grpo_engine() -> None:
+    from tdm_r1 import listing
+
+    assert "PaddleOCR 2.9.1 English models" in listing.render("rewards")
+
+
 # -------------------------------------------------------------------------------- engines
 class FakePaddle:
     """Answers like PaddleOCR 2.9.1 ``.ocr(img, cls=False)``."""
@@ -164,7 +252,8 @@ def test_paddle_backend_through_the_reward(monkeypatch: pytest.MonkeyPatch) -> N
     out = r(images=torch.zeros(1, 3, 16, 16), prompts=['"hello"'])
     assert out.scores.tolist() == [pytest.approx(0.8)]  # "hellp" vs "hello"
     assert out.details["recognized"] == ["HELLP"]
-    assert r.id == "ocr@1-paddleocr"
+    assert r.id.startswith("ocr@2-paddleocr-unknown-")  # no paddleocr package here: version unknown
+    assert r.describe()["engine"]["injected"] == "FakePaddle"
 
 
 def test_paddle_missing_is_a_clear_error() -> None:
