@@ -130,6 +130,9 @@ class LikesReward(Reward):
             if self.labels_path is not None:
                 self._db = LabelDB(self.labels_path, create=False, readonly=True)
             else:
+                from pathlib import Path
+
+                Path(self.db_path).parent.mkdir(parents=True, exist_ok=True)
                 self._db = LabelDB(self.db_path, run=self.run)
                 self._db.check_writable()
         return self._db
