@@ -163,6 +163,8 @@ class LabelDB:
             if not self.path.parent.is_dir():
                 raise LabelDBError(f"folder {self.path.parent} does not exist: create it first")
             self._init_schema()
+        elif create and not readonly and self._blank():
+            self._init_schema()  # another process created the file a moment ago: same idempotent schema
         self._check_app()
         if run:
             self._check_run(run)
@@ -251,6 +253,13 @@ class LabelDB:
                 "INSERT OR IGNORE INTO meta VALUES (?, ?)",
                 [("app", APP_ID), ("schema", SCHEMA_VERSION), ("run", ""), ("created", str(time.time()))],
             )
+
+    def _blank(self) -> bool:
+        """An SQLite file without any table (just created; never someone else's database)."""
+        try:
+            return self._conn().execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+        except sqlite3.Error:
+            return False
 
     def _check_app(self) -> None:
         try:
