@@ -220,10 +220,11 @@ def test_nan_rewards_give_zero_advantage_and_a_finite_surrogate_loss() -> None:
         assert torch.isfinite(adv.values).all() and adv.nan_rewards == 5
         assert adv.values[2] == 0 and (adv.values[4:] == 0).all()
         assert adv.values[0] > 0 > adv.values[1]
-    l_phi = torch.rand(8, requires_grad=True)
+    l_phi = torch.rand(8, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    # old surrogate = current one (PPO ratio 1, nothing clipped), no drift from the reference
     out = surrogate_loss(
-        l_phi, torch.rand(8), torch.rand(8), torch.rand(8), adv.values, groups,
-        n_groups=2, group_size=4, beta_dpo=1.0, clip_range=1.0,
+        l_phi, torch.full((8,), 0.5), l_phi.detach().clone(), torch.zeros(8), adv.values, groups,
+        n_groups=2, group_size=4, beta_dpo=1.0, clip_range=0.2,
     )  # fmt: skip
     out.loss.backward()
     assert torch.isfinite(out.loss) and torch.isfinite(l_phi.grad).all()
