@@ -177,8 +177,8 @@ def create_app(db: LabelDB, *, access_token: str | None = None, title: str = "td
         if not rater:
             return RedirectResponse("/", status_code=303)
         group = _group(gid, rater)
-        pending = db.pending(rater, limit=50)
-        return page(request, "group.html", rater=rater, group=group, pending=pending, labels=LABELS)
+        pending = db.pending(rater, limit=10**9)
+        return page(request, "group.html", rater=rater, group=group, pending=pending[:50], total=len(pending))
 
     def _group(gid: str, rater: str) -> dict[str, Any]:
         if not GROUP_ID.match(gid):
@@ -199,7 +199,8 @@ def create_app(db: LabelDB, *, access_token: str | None = None, title: str = "td
     @app.get("/api/pending")
     def api_pending(request: Request) -> dict[str, Any]:
         rater = rater_of(request)
-        return {"rater": rater, "pending": db.pending(rater, limit=50), "stats": db.stats()}
+        pending = db.pending(rater, limit=10**9)
+        return {"rater": rater, "pending": pending[:50], "total": len(pending)}
 
     @app.get("/api/group/{gid}")
     def api_group(request: Request, gid: str) -> dict[str, Any]:

@@ -93,7 +93,7 @@ const LikesPage = (() => {
       li.append(a, small);
       return li;
     }));
-    document.getElementById("pending-count").textContent = r.pending.length;
+    document.getElementById("pending-count").textContent = r.total;
     return r;
   }
 
