@@ -209,7 +209,9 @@ class LabelDB:
                 "retry when the other writer is done"
             )
         if "not a database" in msg or "malformed" in msg:
-            return LabelDBError(f"{self.path} is not a label database ({exc})")
+            return LabelDBError(
+                f"{self.path} is not a tdmbench label database ({exc}); give another --db path"
+            )
         return LabelDBError(f"label database {self.path}: {exc}")
 
     @contextlib.contextmanager
