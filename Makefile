@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
 	$(PIP) install -q torch==2.14.1 torchvision==0.29.1
-	$(PIP) install -q -e '.[ocr,clip,tensorboard,dev]'
+	$(PIP) install -q -e '.[ocr,clip,tensorboard,label,dev]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -14,6 +14,7 @@ from tdm_r1.rewards import (  # noqa: F401
     hpsv2,
     imagereward,
     jpeg,
+    likes,
     ocr,
     pickscore,
     vlm_judge,

@@ -610,5 +610,42 @@ def toy_build(
         )
 
 
+# ------------------------------------------------------------------------------------- label
+@app.command("label")
+@friendly_errors
+def label_cmd(
+    db: Annotated[
+        Path | None, typer.Option("--db", help="Label database (SQLite; created when missing).")
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Register this folder's images as groups first.")
+    ] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", help="Training run folder (runs/NAME) whose likes to label.")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Interface (other than 127.0.0.1 needs --token).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8765,
+    token: Annotated[
+        str | None, typer.Option("--token", help="Access token remote raters must enter.")
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Write all label rows to .csv / .parquet and exit.")
+    ] = None,
+    import_: Annotated[
+        Path | None, typer.Option("--import", help="Add the label rows of an export and exit.")
+    ] = None,
+    stats: Annotated[bool, typer.Option("--stats", help="Print counts (labels used...) and exit.")] = False,
+) -> None:
+    """Label images like / dislike in the browser (the `likes` reward's raters)."""
+    from tdm_r1.label.command import label_command
+
+    label_command(
+        db=db, images=images, run=run, host=host, port=port, token=token,
+        export=export, import_=import_, stats=stats, echo=typer.echo,
+    )  # fmt: skip
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

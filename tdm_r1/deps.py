@@ -17,6 +17,11 @@ KNOWN: dict[str, tuple[str, str]] = {
     "mmdet": ("mmdet", "mmdet"),
     "mmcv": ("mmdet", "mmcv==2.1.0"),
     "tensorboard": ("tensorboard", "tensorboard"),
+    "fastapi": ("label", "fastapi"),
+    "uvicorn": ("label", "uvicorn"),
+    "jinja2": ("label", "jinja2"),
+    "httpx": ("label", "httpx"),
+    "selenium": ("label", "selenium"),
 }
 
 
