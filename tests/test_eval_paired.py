@@ -279,3 +279,14 @@ def test_leaderboard_says_why_a_delta_is_unpaired(tmp_path: Path) -> None:
     assert (
         d.loc["base", "reason"] == "the per-sample file of base on syn is from another run than its summary"
     )
+
+
+def test_a_config_hash_that_looks_like_a_number_stays_text(tmp_path) -> None:
+    """'19937156014e2477' is a hex digest, not 1.99e2487: read as a float it never matches its samples."""
+    from tdm_r1.eval.results import SUMMARY_COLUMNS, read_summaries
+
+    folder = tmp_path / "bench"
+    folder.mkdir()
+    row = {c: "1" for c in SUMMARY_COLUMNS} | {"model_config_hash": "19937156014e2477", "model": "m"}
+    (folder / "m.csv").write_text(",".join(row) + "\n" + ",".join(row.values()) + "\n")
+    assert read_summaries(tmp_path)["model_config_hash"].tolist() == ["19937156014e2477"]

@@ -133,7 +133,9 @@ def read_summaries(root: Path | None = None) -> pd.DataFrame:
     if root.is_dir():
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in NOT_BENCHMARKS):
             for path in sorted(p for p in folder.glob("*.csv") if not p.name.endswith(SCORES_SUFFIX)):
-                df = pd.read_csv(path, dtype={"reward_version": str, "benchmark_version": str})
+                df = pd.read_csv(
+                    path, dtype={"reward_version": str, "benchmark_version": str, "model_config_hash": str}
+                )
                 if set(SUMMARY_COLUMNS) <= set(df.columns):
                     frames.append(df.loc[:, list(SUMMARY_COLUMNS)])
     if not frames:

@@ -213,10 +213,10 @@ register_preset(
         sources="TDM distillation of toy-teacher (tdmbench distill), 4 Euler steps (trailing spacing), no CFG",
     )
 )
-for _reward in ("geneval", "ocr"):
+for _reward, _suffix in (("geneval", ""), ("ocr", ""), ("geneval", "-nosur"), ("ocr", "-nosur")):
     register_preset(
         ModelPreset(
-            name=f"toy-4step-r1-{_reward}",
+            name=f"toy-4step-r1-{_reward}{_suffix}",
             family="sd3",
             hub_id=str(TOY_WEIGHTS / "toy-teacher"),
             steps=4,
@@ -227,7 +227,7 @@ for _reward in ("geneval", "ocr"):
             height=64,
             width=64,
             kind="rl",
-            lora=str(TOY_WEIGHTS / f"toy-4step-r1-{_reward}"),
+            lora=str(TOY_WEIGHTS / f"toy-4step-r1-{_reward}{_suffix}"),
             lora_format="peft",
             dtype="float32",
             options=dict(TOY_OPTIONS),
@@ -235,7 +235,12 @@ for _reward in ("geneval", "ocr"):
             baseline="toy-teacher",
             in_domain=(_reward,),
             benchmarks=TOY_BENCHMARKS,
-            sources=f"TDM-R1 on toy-4step with the {_reward} reward (tdmbench train --reward {_reward})",
+            sources=(
+                f"TDM-R1 on toy-4step with the {_reward} reward (tdmbench train --reward {_reward})"
+                if not _suffix
+                else f"ablation of toy-4step-r1-{_reward}: the same run with the surrogate-reward term off "
+                "(--set method.surrogate_term=false)"
+            ),
         )
     )
 # <<< end of the toy-world presets
