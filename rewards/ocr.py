@@ -31,7 +31,10 @@ English models (``backend=paddleocr``); the default ``rapidocr`` backend runs ot
 
 The ``rapidocr`` backend detects text at the image's own size up to 960 px (PaddleOCR 2.x's
 detection size rule, :data:`tdm_r1.ocr_engines.RAPIDOCR_DET_DEFAULTS`), not RapidOCR's default
-upscaling to a 736-px shorter side: the same reads on small images, many times faster.
+upscaling to a 736-px shorter side: about 20x faster on 64-px toy images. Clean renders read the
+same; on generated toy images a quarter of the reads differ either way (no detection size short of
+736 keeps them all) with the same mean score within noise, see results/perf/ocr.md. The old rule
+stays available: ``det_limit_side_len=736, det_limit_type=min``.
 
 Images are read in parallel by a pool of ``workers`` processes (forkserver, or spawn where
 forkserver is missing), each building its own engine once (:mod:`tdm_r1.ocr_engines`). As with any

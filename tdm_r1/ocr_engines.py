@@ -40,8 +40,8 @@ class OcrEngine(Protocol):
 #: ``det_limit_type`` defaults (Flow-GRPO's engine): an image whose longer side is at most 960 px is
 #: detected at its own size (rounded to a multiple of 32), a larger one is scaled down to 960.
 #: RapidOCR's own default (736, "min") scales every image *up* to a 736-px shorter side, so a 64-px
-#: toy image was detected at 736x736: 130x the pixels, 96% of the reward's time, and the same reads
-#: (results/perf/ocr.md measures speed and agreement).
+#: toy image was detected at 736x736: 130x the pixels and 96% of the reward's time. Clean renders
+#: read the same either way; blurry generated ones do not always (results/perf/ocr.md).
 RAPIDOCR_DET_DEFAULTS: dict[str, Any] = {"limit_side_len": 960, "limit_type": "max"}
 
 
