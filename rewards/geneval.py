@@ -97,7 +97,7 @@ MASK2FORMER_WEIGHTS = WeightFile(
     filename=None,
     size="280 MB",
     env="TDMBENCH_GENEVAL_DETECTOR",
-    option="geneval.detector_path",
+    option="--reward-option geneval.detector_path",
     description="Mask2Former Swin-S COCO instance segmentation (GenEval detector, transformers port)",
 )
 CLIP_WEIGHTS = WeightFile(
@@ -106,7 +106,7 @@ CLIP_WEIGHTS = WeightFile(
     filename=None,
     size="1.7 GB",
     env="TDMBENCH_GENEVAL_CLIP",
-    option="geneval.clip_path",
+    option="--reward-option geneval.clip_path",
     description="CLIP ViT-L/14 (OpenAI) for GenEval's zero-shot colour classifier",
 )
 declare(MASK2FORMER_WEIGHTS, CLIP_WEIGHTS)

@@ -34,12 +34,13 @@ class PromptRecord:
 
 def read_prompts(path: str | Path) -> list[PromptRecord]:
     """``.txt`` (one prompt per non-empty line) or ``.jsonl`` (a ``prompt`` field; other fields kept)."""
+    from tdm_r1.errors import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"prompts file {path} does not exist")
+    text = read_text(path, "prompts file")
     records: list[PromptRecord] = []
     if path.suffix == ".jsonl":
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -51,7 +52,7 @@ def read_prompts(path: str | Path) -> list[PromptRecord]:
             meta = {k: v for k, v in row.items() if k != "prompt"}
             records.append(PromptRecord(len(records), row["prompt"], meta))
     elif path.suffix in (".txt", ""):
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in text.splitlines():
             if line.strip():
                 records.append(PromptRecord(len(records), line.strip()))
     else:

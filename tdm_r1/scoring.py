@@ -44,11 +44,11 @@ def list_images(folder: str | Path) -> list[str]:
 
 def read_metadata(path: str | Path, images_dir: str | Path) -> dict[str, dict[str, Any]]:
     """JSONL rows keyed by their ``file`` (relative to ``images_dir``; absolute paths inside it work)."""
+    from tdm_r1.errors import read_text
+
     path, root = Path(path), Path(images_dir).resolve()
-    if not path.is_file():
-        raise ConfigError(f"metadata file {str(path)!r} does not exist")
     rows: dict[str, dict[str, Any]] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path, "metadata file").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -59,6 +59,8 @@ def read_metadata(path: str | Path, images_dir: str | Path) -> dict[str, dict[st
             raise ConfigError(
                 f'{path}:{lineno} needs a "file" field (image path relative to the image folder)'
             )
+        if "prompt" in row and not isinstance(row["prompt"], str):
+            raise ConfigError(f'{path}:{lineno}: "prompt" must be a string, got {row["prompt"]!r}')
         file = Path(row["file"])
         if file.is_absolute():
             try:

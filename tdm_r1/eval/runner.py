@@ -242,7 +242,8 @@ def evaluate(
     write: bool = True,
     progress: bool = True,
 ) -> list[EvalResult]:
-    """Evaluate registered model ``model`` on ``benchmarks`` (default: the preset's
+    """Evaluate model ``model`` (a registered name, run folder, preset JSON or pipeline folder,
+    see :func:`tdm_r1.models.base.resolve_model`) on ``benchmarks`` (default: the preset's
     ``benchmarks`` attribute, else the four official suites).
 
     Args:
@@ -267,12 +268,20 @@ def evaluate(
         raise ShapeError(f"batch_size must be >= 1, got {batch_size}")
     # Resolve every name and read every prompt file before any model is loaded: typos and
     # missing data fail within a second.
-    model_name = MODELS.canonical(model)
-    preset = MODELS.get(model_name)
+    from tdm_r1.models.base import resolve_model
+
+    if model in MODELS:
+        model_name = MODELS.canonical(model)
+        preset = MODELS.get(model_name)
+    else:  # a run folder, preset JSON, pipeline folder or finished run's name, as `generate` takes
+        preset = resolve_model(model)
+        model_name = preset.name
     if not benchmarks:
         benchmarks = list(getattr(preset, "benchmarks", None) or ("geneval", "ocr", "pickscore", "drawbench"))
     benches = [b if isinstance(b, Benchmark) else BENCHMARKS.get(b) for b in benchmarks]
     all_items = [b.work_items(limit) for b in benches]
+    # A limit that keeps every prompt is a full run; a smaller one is partial (written apart).
+    partial = [limit if limit is not None and len(b.load_prompts(limit + 1)) > limit else None for b in benches]
     jobs, skipped = _plan_rewards(benches, reward_options or {})
 
     cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
@@ -302,10 +311,10 @@ def evaluate(
         total = RunStats()
         for s in all_stats:
             total.add(s)
-        for run, rows in zip(runs, per_bench_rows, strict=True):
+        for run, rows, part in zip(runs, per_bench_rows, partial, strict=True):
             drop = {m for (b, m) in skipped if b == run.bench.name}
             drop |= {u.metric for j in jobs if j.name in failed_all for b, u in j.uses if b == run.bench.name}
-            results.append(_finish(run, rows, drop, jobs, handle, limit, total, results_root, write))
+            results.append(_finish(run, rows, drop, jobs, handle, part, total, results_root, write))
     state.wait_for_everyone()
     return results
 
@@ -542,7 +551,7 @@ def _finish(
     }
     files = None
     if write:
-        files = run_files(run.bench.name, model.name, results_root)
+        files = run_files(run.bench.name, model.name, results_root, limit=limit)
         write_run(files, summary, samples, meta)
         log.info("wrote %s", files.csv)
     return EvalResult(model.name, run.bench.name, summary, samples, meta, files, stats)

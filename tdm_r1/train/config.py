@@ -151,6 +151,20 @@ class TrainConfig:
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     def __post_init__(self) -> None:
+        for key in ("prompts_per_epoch", "group_size", "batch_size"):
+            if getattr(self.rollout, key) < 1:
+                raise ConfigError(f"rollout.{key} must be >= 1, got {getattr(self.rollout, key)}")
+        if self.max_epochs < 1:
+            raise ConfigError(
+                f"max_epochs must be >= 1, got {self.max_epochs} (0 epochs would register an untrained model)"
+            )
+        if self.max_minutes < 0:
+            raise ConfigError(f"max_minutes must be >= 0 (0 = no limit), got {self.max_minutes}")
+        if self.rewards and not any(w != 0 for w in self.rewards.values()):
+            raise ConfigError(
+                f"every reward weight is 0 ({self.rewards}): training would see a constant reward; "
+                "give a reward a nonzero weight"
+            )
         if self.rewards and self.rollout.group_size < 2:
             raise ConfigError(
                 "rollout.group_size must be >= 2 with a reward: advantages compare the images of one prompt "
