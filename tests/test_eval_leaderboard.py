@@ -121,7 +121,6 @@ def test_figures_are_valid_pngs(results: Path, tmp_path: Path) -> None:
 def test_partial_runs_are_labelled_and_tables_reach_notebooks(results: Path) -> None:
     import tdm_r1
     import tdm_r1.eval as tev
-
     from tdm_r1.eval.results import run_files
 
     full = run_files("kit-bright", "kit-base", results)

@@ -145,7 +145,11 @@ def read_summaries(root: Path | None = None) -> pd.DataFrame:
             for path in sorted((folder / "partial").glob("*.limit*.csv")):
                 n = _partial_limit(path)
                 stem = path.name.removesuffix(f".limit{n}.csv")
-                if n is not None and not (folder / f"{stem}.csv").is_file() and n > partial.get(stem, (0,))[0]:
+                if (
+                    n is not None
+                    and not (folder / f"{stem}.csv").is_file()
+                    and n > partial.get(stem, (0,))[0]
+                ):
                     partial[stem] = (n, path)
             for path in full + [p for _, p in sorted(partial.values(), key=lambda x: x[1])]:
                 df = pd.read_csv(path, dtype={"reward_version": str, "benchmark_version": str})

@@ -281,7 +281,9 @@ def evaluate(
     benches = [b if isinstance(b, Benchmark) else BENCHMARKS.get(b) for b in benchmarks]
     all_items = [b.work_items(limit) for b in benches]
     # A limit that keeps every prompt is a full run; a smaller one is partial (written apart).
-    partial = [limit if limit is not None and len(b.load_prompts(limit + 1)) > limit else None for b in benches]
+    partial = [
+        limit if limit is not None and len(b.load_prompts(limit + 1)) > limit else None for b in benches
+    ]
     jobs, skipped = _plan_rewards(benches, reward_options or {})
 
     cpu = device == "cpu" or (device is None and not torch.cuda.is_available())

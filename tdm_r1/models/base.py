@@ -535,7 +535,9 @@ def resolve_model(spec: str | Path) -> ModelPreset:
     if path.is_file():
         if path.suffix == ".json":
             return load_preset_file(path)
-        raise ConfigError(f"model {text!r} is a file but not a preset .json (e.g. runs/<name>/final/preset.json)")
+        raise ConfigError(
+            f"model {text!r} is a file but not a preset .json (e.g. runs/<name>/final/preset.json)"
+        )
     if path.is_dir():
         for candidate in (path / "preset.json", path / "final" / "preset.json"):
             if candidate.is_file():
