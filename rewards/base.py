@@ -69,12 +69,15 @@ class Reward:
         higher_is_better: direction of the score.
         scale: one sentence stating the scale (e.g. "PickScore raw = 100 * cosine").
         weight_files: the weights it needs (``tdmbench weights`` lists them).
+        score_range: ``(low, high)`` that every non-NaN score lies in, when the reward has one;
+            a cached score outside it is treated as corrupt and computed again.
     """
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = True
     scale: ClassVar[str] = ""
+    score_range: ClassVar[tuple[float, float] | None] = None
     weight_files: ClassVar[tuple[WeightFile, ...]] = ()
 
     def __call__(
@@ -104,6 +107,11 @@ class Reward:
 
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]]) -> RewardOutput:
         raise NotImplementedError
+
+    def check_metadata(self, metadata: Mapping[str, Any]) -> None:
+        """Raise :class:`ConfigError` for one image's metadata that this reward cannot use (a
+        malformed clause, an unknown class): called on every row before any image is scored, so
+        bad input fails at once with a message instead of scoring 0 or failing midway."""
 
     @property
     def id(self) -> str:
@@ -146,6 +154,10 @@ class WeightedSum(Reward):
     @property
     def id(self) -> str:
         return self.version
+
+    def check_metadata(self, metadata: Mapping[str, Any]) -> None:
+        for reward, _weight in self.components:
+            reward.check_metadata(metadata)
 
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]]) -> RewardOutput:
         n = images.shape[0]

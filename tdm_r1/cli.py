@@ -195,11 +195,19 @@ def score_cmd(
         typer.Option("--allow-missing-metadata", help='Score images without a metadata row with prompt "".'),
     ] = False,
 ) -> None:
-    """Score a folder of existing images with one or more rewards (no model needed)."""
+    """Score a folder of existing images with one or more rewards (no model needed).
+
+    Each scored image is appended to ``<out>.partial.jsonl`` at once; an interrupted run, rerun
+    with the same arguments, scores only the rest.
+    """
     import torch
 
+    from tdm_r1.eval.cache import atomic_write_text
+    from tdm_r1.paths import check_output_file
     from tdm_r1.scoring import score_folder, summarize
 
+    out = check_output_file(out, "--out")
+    progress_file = out.with_name(out.name + ".partial.jsonl")
     df = score_folder(
         images,
         reward,
@@ -208,9 +216,10 @@ def score_cmd(
         batch_size=batch_size,
         device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
         allow_missing_metadata=allow_missing_metadata,
+        checkpoint=progress_file,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
+    atomic_write_text(out, df.to_csv(index=False))
+    progress_file.unlink(missing_ok=True)
     typer.echo(summarize(df))
     typer.echo(f"wrote {out}")
 
@@ -260,10 +269,14 @@ def generate_cmd(
     ] = False,
 ) -> None:
     """Generate images for a prompts file (seeded per prompt and image; PNG + metadata.jsonl)."""
-    from tdm_r1.generation import generate_to_dir
+    from tdm_r1.generation import generate_to_dir, plan_jobs, read_prompts
     from tdm_r1.models.base import resolve_model
+    from tdm_r1.paths import check_output_dir
 
+    # Every input is checked before the model loads (seconds) and before --out is created.
     preset = resolve_model(model)
+    plan_jobs(read_prompts(prompts), seed=seed, images_per_prompt=images_per_prompt)
+    check_output_dir(out, "--out")
     load_kw: dict[str, Any] = {"model_path": model_path, "lora_path": lora_path}
     if offload_text_encoders:
         load_kw["offload_text_encoders"] = True

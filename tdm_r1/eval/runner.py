@@ -393,6 +393,19 @@ def _score_phase(
                 )
                 todo.append((run, pos, use, key))
         entries = [score_cache.get(key) for *_, key in todo]
+        bounds = getattr(job.cls, "score_range", None)
+        if bounds is not None:  # a hand-edited or corrupt cache entry outside the reward's range
+            bad = [i for i, e in enumerate(entries) if e is not None and not _in_range(e.score, bounds)]
+            if bad:
+                log.warning(
+                    "%d cached %s scores lie outside its range [%g, %g] (e.g. %r): scoring them again",
+                    len(bad),
+                    job.name,
+                    *bounds,
+                    entries[bad[0]].score,  # type: ignore[union-attr]
+                )
+                for i in bad:
+                    entries[i] = None
         missing = [i for i, e in enumerate(entries) if e is None]
         if not missing:
             stats.score_hits += len(todo)
@@ -443,6 +456,12 @@ def _score_phase(
         del reward
         _free_memory(device)
     return failed
+
+
+def _in_range(score: float, bounds: tuple[float, float]) -> bool:
+    """NaN (with its reason) is a valid score; anything else must lie in ``bounds`` (float slack)."""
+    lo, hi = bounds
+    return math.isnan(score) or lo - 1e-6 <= score <= hi + 1e-6
 
 
 def _rows(run: _BenchRun, model: _Model) -> list[dict[str, Any]]:
