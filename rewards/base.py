@@ -108,6 +108,12 @@ class Reward:
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]]) -> RewardOutput:
         raise NotImplementedError
 
+    @classmethod
+    def required_weights(cls, options: Mapping[str, Any]) -> tuple[WeightFile, ...]:
+        """The weight files an instance built with ``options`` loads (checked before any image is
+        generated, so a missing one fails in seconds, not after the generation phase)."""
+        return tuple(cls.weight_files)
+
     def check_metadata(self, metadata: Mapping[str, Any]) -> None:
         """Raise :class:`ConfigError` for one image's metadata that this reward cannot use (a
         malformed clause, an unknown class): called on every row before any image is scored, so

@@ -679,6 +679,13 @@ class GenEvalReward(Reward):
         except TypeError as exc:
             raise ConfigError(f"bad option for the GenEval {backend!r} detector: {exc}") from exc
 
+    @classmethod
+    def required_weights(cls, options: Mapping[str, Any]) -> tuple[WeightFile, ...]:
+        backend = options.get("backend", "mask2former")
+        if backend == "mask2former":
+            return (MASK2FORMER_WEIGHTS, CLIP_WEIGHTS)
+        return (CLIP_WEIGHTS,) if backend == "mmdet" else ()  # mmdet: its own config + CLIP colours
+
     def check_metadata(self, metadata: Mapping[str, Any]) -> None:
         check_clauses(metadata, self.classes, self.colors)
 

@@ -219,6 +219,22 @@ def _plan_rewards(
     return list(jobs.values()), skipped
 
 
+def _check_reward_weights(jobs: Sequence[_RewardJob]) -> None:
+    """Resolve every weight file of every required reward (local option, env var, HF cache, or a
+    download when online); raises :class:`MissingWeightsError` naming how to provide it."""
+    from tdm_r1.weights import resolve
+
+    for job in jobs:
+        if job.optional:
+            continue
+        needed = getattr(job.cls, "required_weights", None)
+        files = needed(job.options) if callable(needed) else getattr(job.cls, "weight_files", ())
+        for wf in files:
+            # "--reward-option geneval.detector_path" -> the reward's "detector_path" option
+            option = wf.option.rsplit(" ", 1)[-1].split(".", 1)[-1] if "." in wf.option else None
+            resolve(wf, job.options.get(option) if option else None)
+
+
 # ------------------------------------------------------------------------------------------- run
 @dataclass
 class _BenchRun:
@@ -300,6 +316,14 @@ def evaluate(
     handle = _Model(model_name, preset, run_device)
     stats = RunStats(items=sum(len(r.mine) for r in runs))
 
+    if any(
+        not image_cache.png_path(
+            ImageCache.key(handle.identity(), run.items[p].prompt.text, run.items[p].seed)
+        ).is_file()
+        for run in runs
+        for p in run.mine
+    ):
+        _check_reward_weights(jobs)  # before generating: a missing weight must not cost the generation
     _generate_phase(runs, handle, image_cache, batch_size, stats, show)
     handle.release()
     failed = _score_phase(runs, jobs, image_cache, score_cache, batch_size, run_device, stats, show)
