@@ -419,12 +419,18 @@ def _train_common(
     flags: dict[str, Any],
     num_processes: int,
     cli_args: list[str],
+    dry_run: bool = False,
 ) -> None:
     from tdm_r1.eval.launch import in_distributed_launch, launch
     from tdm_r1.train.config import check_world, load_train_config
 
     cfg = load_train_config(config, overrides=overrides, flags=flags)
     check_world(cfg, num_processes if not in_distributed_launch() else 1)
+    if dry_run:
+        from tdm_r1.train.config import dry_run as check_all
+
+        typer.echo(check_all(cfg, num_processes))
+        return
     if num_processes > 1 and not in_distributed_launch():
         launch(
             num_processes,
@@ -456,6 +462,12 @@ def _default_train_config(model: str | None, rewards: list[str]) -> str | None:
 NumProcOpt = Annotated[
     int, typer.Option("--num-processes", min=1, help="Processes on this machine (accelerate / torchrun).")
 ]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Resolve the config, check names and batch shapes, print the plan; load nothing."
+    ),
+]
 ConfigOpt = Annotated[
     str | None,
     typer.Option("--config", "-c", help="YAML config: a file or a shipped preset (presets/NAME.yaml)."),
@@ -478,6 +490,7 @@ def train_cmd(
     max_epochs: Annotated[int | None, typer.Option("--max-epochs", min=1, help="Epoch budget.")] = None,
     device: DeviceOpt = None,
     num_processes: NumProcOpt = 1,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """TDM-R1: RL post-training of a few-step generator with any (non-differentiable) reward."""
     from tdm_r1.errors import ConfigError
@@ -512,6 +525,7 @@ def train_cmd(
         flags=flags,
         num_processes=num_processes,
         cli_args=args,
+        dry_run=dry_run,
     )
 
 
@@ -529,6 +543,7 @@ def distill_cmd(
     max_epochs: Annotated[int | None, typer.Option("--max-epochs", min=1, help="Epoch budget.")] = None,
     device: DeviceOpt = None,
     num_processes: NumProcOpt = 1,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """TDM distillation: a K-step student from a teacher (the TDM-R1 trainer with the reward off)."""
     flags: dict[str, Any] = {
@@ -556,6 +571,7 @@ def distill_cmd(
         flags=flags,
         num_processes=num_processes,
         cli_args=args,
+        dry_run=dry_run,
     )
 
 
