@@ -69,12 +69,15 @@ class Reward:
         higher_is_better: direction of the score.
         scale: one sentence stating the scale (e.g. "PickScore raw = 100 * cosine").
         weight_files: the weights it needs (``tdmbench weights`` lists them).
+        score_range: ``(low, high)`` that every non-NaN score lies in, when the reward has one;
+            a cached score outside it is treated as corrupt and computed again.
     """
 
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
     higher_is_better: ClassVar[bool] = True
     scale: ClassVar[str] = ""
+    score_range: ClassVar[tuple[float, float] | None] = None
     weight_files: ClassVar[tuple[WeightFile, ...]] = ()
 
     def __call__(
@@ -105,6 +108,17 @@ class Reward:
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]]) -> RewardOutput:
         raise NotImplementedError
 
+    @classmethod
+    def required_weights(cls, options: Mapping[str, Any]) -> tuple[WeightFile, ...]:
+        """The weight files an instance built with ``options`` loads (checked before any image is
+        generated, so a missing one fails in seconds, not after the generation phase)."""
+        return tuple(cls.weight_files)
+
+    def check_metadata(self, metadata: Mapping[str, Any]) -> None:
+        """Raise :class:`ConfigError` for one image's metadata that this reward cannot use (a
+        malformed clause, an unknown class): called on every row before any image is scored, so
+        bad input fails at once with a message instead of scoring 0 or failing midway."""
+
     @property
     def id(self) -> str:
         """``name@version``: the identity written into caches and result rows."""
@@ -123,7 +137,8 @@ class WeightedSum(Reward):
     """``sum_k w_k * r_k``; each component's raw score is kept in ``details[<name>]``.
 
     A component NaN makes the sum NaN for that sample (with the component's reason), so a
-    sample is never silently scored on a subset of its rewards.
+    sample is never silently scored on a subset of its rewards. A weight-0 component is only
+    reported (its raw score stays in the details): it never changes the sum, NaN included.
     """
 
     name = "weighted-sum"
@@ -146,6 +161,10 @@ class WeightedSum(Reward):
     def id(self) -> str:
         return self.version
 
+    def check_metadata(self, metadata: Mapping[str, Any]) -> None:
+        for reward, _weight in self.components:
+            reward.check_metadata(metadata)
+
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]]) -> RewardOutput:
         n = images.shape[0]
         total = torch.zeros(n, dtype=torch.float32)
@@ -153,11 +172,13 @@ class WeightedSum(Reward):
         reasons = [""] * n
         for reward, weight in self.components:
             out = reward(images=images, prompts=prompts, metadata=metadata)
-            total += weight * out.scores
             details[reward.name] = out.scores.clone()
             for key, col in out.details.items():
                 if key != NAN_REASON:
                     details[f"{reward.name}.{key}"] = col
+            if weight == 0:
+                continue
+            total += weight * out.scores
             for i, why in enumerate(out.reasons()):
                 if why and not reasons[i]:
                     reasons[i] = f"{reward.name}: {why}"
@@ -177,9 +198,15 @@ def parse_reward_specs(specs: Sequence[str] | str | Mapping[str, float]) -> dict
             part = part.strip()
             if not part:
                 continue
-            name, _, w = part.partition("=")
+            name, eq, w = part.partition("=")
+            if not name.strip():
+                raise ConfigError(f"reward spec {part!r} has no reward name (use name or name=0.5)")
+            if eq and not w.strip():
+                raise ConfigError(
+                    f"reward {part!r} has '=' but no weight: write {name.strip()}=0.5, or drop the '='"
+                )
             try:
-                weight = float(w) if w else 1.0
+                weight = float(w) if eq else 1.0
             except ValueError as exc:
                 raise ConfigError(f"reward weight in {part!r} is not a number (use name=0.5)") from exc
             if not math.isfinite(weight):
@@ -189,6 +216,11 @@ def parse_reward_specs(specs: Sequence[str] | str | Mapping[str, float]) -> dict
             out[name.strip()] = weight
     if not out:
         raise ConfigError("no reward given (e.g. --reward ocr or --reward ocr=0.7 --reward pickscore=0.3)")
+    if all(w == 0 for w in out.values()):
+        raise ConfigError(
+            f"every reward weight is 0 ({', '.join(f'{k}={v:g}' for k, v in out.items())}): the reward would "
+            "be a constant; give at least one reward a nonzero weight"
+        )
     return out
 
 

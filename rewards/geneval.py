@@ -33,6 +33,7 @@ ones reject unknown options, which the reward reports as a ConfigError.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import importlib
 import json
 import logging
@@ -97,7 +98,7 @@ MASK2FORMER_WEIGHTS = WeightFile(
     filename=None,
     size="280 MB",
     env="TDMBENCH_GENEVAL_DETECTOR",
-    option="geneval.detector_path",
+    option="--reward-option geneval.detector_path",
     description="Mask2Former Swin-S COCO instance segmentation (GenEval detector, transformers port)",
 )
 CLIP_WEIGHTS = WeightFile(
@@ -106,7 +107,7 @@ CLIP_WEIGHTS = WeightFile(
     filename=None,
     size="1.7 GB",
     env="TDMBENCH_GENEVAL_CLIP",
-    option="geneval.clip_path",
+    option="--reward-option geneval.clip_path",
     description="CLIP ViT-L/14 (OpenAI) for GenEval's zero-shot colour classifier",
 )
 declare(MASK2FORMER_WEIGHTS, CLIP_WEIGHTS)
@@ -305,6 +306,53 @@ def _position_target(req: Mapping[str, Any], index: int) -> tuple[str, int]:
             "to an earlier include clause"
         )
     return str(rel), int(target)
+
+
+def check_clauses(
+    metadata: Mapping[str, Any], classes: Sequence[str] = OBJECT_NAMES, colors: Sequence[str] = COLORS
+) -> None:
+    """Raise :class:`ConfigError` naming the clause and the valid values unless every ``include`` /
+    ``exclude`` clause of ``metadata`` is well formed (a malformed one would otherwise score 0)."""
+    for key in ("include", "exclude"):
+        clauses = metadata.get(key)
+        if clauses is None:
+            continue
+        if not isinstance(clauses, list):
+            raise ConfigError(f"GenEval {key!r} must be a list of clauses, got {clauses!r}")
+        for index, req in enumerate(clauses):
+            if not isinstance(req, Mapping) or "class" not in req or "count" not in req:
+                raise ConfigError(
+                    f"GenEval {key} clause {req!r} must be an object with 'class' and 'count' "
+                    '(e.g. {"class": "dog", "count": 2})'
+                )
+            if req["class"] not in classes:
+                close = difflib.get_close_matches(str(req["class"]), list(classes), n=2)
+                hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+                raise ConfigError(
+                    f"GenEval {key} clause {dict(req)!r}: unknown class {req['class']!r}.{hint} "
+                    f"Valid classes: {', '.join(classes)}"
+                )
+            count = req["count"]
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ConfigError(f"GenEval {key} clause {dict(req)!r}: count must be an integer >= 1")
+            color = req.get("color")
+            if color is not None and color not in colors:
+                raise ConfigError(
+                    f"GenEval {key} clause {dict(req)!r}: unknown colour {color!r}. Valid colours: "
+                    f"{', '.join(colors)}"
+                )
+            position = req.get("position")
+            if position is not None:
+                if key != "include" or not isinstance(position, list | tuple) or len(position) != 2:
+                    raise ConfigError(
+                        f"GenEval {key} clause {dict(req)!r}: position must be [relation, earlier clause "
+                        "index] in an include clause"
+                    )
+                if isinstance(position[1], bool) or not isinstance(position[1], int):
+                    raise ConfigError(
+                        f"GenEval {key} clause {dict(req)!r}: position index must be an integer"
+                    )
+                _position_target(req, index)
 
 
 # ---------------------------------------------------------------------------------- rules
@@ -589,6 +637,7 @@ class GenEvalReward(Reward):
     version = "1"
     weight_files = (MASK2FORMER_WEIGHTS, CLIP_WEIGHTS)
     higher_is_better = True
+    score_range = (0.0, 1.0)
     scale = (
         "GenEval: correct/strict are 0/1 per image (benchmark = mean of 6 task accuracies); partial in [0, 1]"
     )
@@ -620,6 +669,9 @@ class GenEvalReward(Reward):
         self.score_kind = score
         self.version = f"1-{backend}-{score}"
         cls = load_detector_class(backend)
+        #: What the detector can find: clauses asking for anything else are refused.
+        self.classes: tuple[str, ...] = tuple(getattr(cls, "classes", OBJECT_NAMES))
+        self.colors: tuple[str, ...] = tuple(getattr(cls, "colors", COLORS))
         try:
             self.detector: Detector = cls(
                 device=device, min_score=self.options.min_score(), **detector_options
@@ -627,8 +679,20 @@ class GenEvalReward(Reward):
         except TypeError as exc:
             raise ConfigError(f"bad option for the GenEval {backend!r} detector: {exc}") from exc
 
+    @classmethod
+    def required_weights(cls, options: Mapping[str, Any]) -> tuple[WeightFile, ...]:
+        backend = options.get("backend", "mask2former")
+        if backend == "mask2former":
+            return (MASK2FORMER_WEIGHTS, CLIP_WEIGHTS)
+        return (CLIP_WEIGHTS,) if backend == "mmdet" else ()  # mmdet: its own config + CLIP colours
+
+    def check_metadata(self, metadata: Mapping[str, Any]) -> None:
+        check_clauses(metadata, self.classes, self.colors)
+
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]]) -> RewardOutput:
         n = images.shape[0]
+        for m in metadata:
+            self.check_metadata(m)
         reasons = ["" if m.get("include") else NO_METADATA for m in metadata]
         todo = [i for i in range(n) if not reasons[i]]
         dets = self.detector(images[todo], [metadata[i] for i in todo]) if todo else []

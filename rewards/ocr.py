@@ -228,6 +228,7 @@ class OcrReward(Reward):
     name = "ocr"
     version = "2"  # class-level; an instance's version adds the engine identity (see __init__)
     higher_is_better = True
+    score_range = (0.0, 1.0)
     scale = (
         "OCR accuracy 1 - min(d, len(target))/len(target), d = 0 if the target is a substring of the recognised "
         "text else their edit distance (lower-cased, ASCII spaces removed); in [0, 1]. Engine: rapidocr "

@@ -47,18 +47,62 @@ RewardOptionOpt = Annotated[
     ),
 ]
 SetOpt = Annotated[list[str], typer.Option("--set", help="Config override KEY=VALUE with dotted keys.")]
-DeviceOpt = Annotated[str | None, typer.Option("--device", help="torch device (default: cuda if available).")]
+
+
+def _check_device(value: str | None) -> str | None:
+    """``--device``: a torch device string whose accelerator exists (checked before any work)."""
+    if value is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise typer.BadParameter(f"{value!r} is not a torch device: use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise typer.BadParameter(f"{value!r}: no CUDA GPU is visible here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise typer.BadParameter(
+                f"{value!r}: only {torch.cuda.device_count()} GPU(s) are visible (cuda:0 ...)"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise typer.BadParameter(f"{value!r}: MPS is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise typer.BadParameter(f"{value!r}: tdmbench runs on cpu, cuda or mps")
+    return value
+
+
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option("--device", help="torch device (default: cuda if available).", callback=_check_device),
+]
+
+#: Set by ``tdmbench --debug``: user errors keep their traceback.
+_DEBUG = {"on": False}
 
 
 def friendly_errors(fn: F) -> F:
-    """Show tdmbench's own errors as one clear line (exit code 2) instead of a traceback."""
+    """Turn every error a user can cause into one line (exit code 2) instead of a traceback.
+
+    What counts as user-caused is decided in one place, :func:`tdm_r1.errors.user_error_message`
+    (tdmbench's own errors, bad files, paths, YAML, images); ``--debug`` re-raises them. Other
+    exceptions are bugs and keep their traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from tdm_r1.errors import user_error_message
+
         try:
             return fn(*args, **kwargs)
-        except TdmError as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            message = None if _DEBUG["on"] else user_error_message(exc)
+            if message is None:
+                raise
+            typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=2) from exc
 
     return wrapper  # type: ignore[return-value]
@@ -73,11 +117,17 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of errors (also user errors).")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Warnings and errors only.")] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
+    import os
+
+    _DEBUG["on"] = debug or os.environ.get("TDMBENCH_DEBUG", "") not in ("", "0")
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
 
@@ -94,6 +144,11 @@ def parse_reward_options(items: list[str]) -> dict[str, dict[str, Any]]:
 
     out: dict[str, dict[str, Any]] = {}
     for item in items:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ConfigError(
+                f"--reward-option {item!r} must look like REWARD.KEY=VALUE "
+                "(e.g. pickscore.model_path=/models/PickScore_v1)"
+            )
         key, value = parse_override(item)
         parts = key.split(".")
         reward, opt = parts[0], ".".join(parts[1:])
@@ -133,18 +188,26 @@ def score_cmd(
         ),
     ] = None,
     reward_option: RewardOptionOpt = [],  # noqa: B006 (typer needs a literal default)
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per reward call.")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per reward call.")] = 8,
     device: DeviceOpt = None,
     allow_missing_metadata: Annotated[
         bool,
         typer.Option("--allow-missing-metadata", help='Score images without a metadata row with prompt "".'),
     ] = False,
 ) -> None:
-    """Score a folder of existing images with one or more rewards (no model needed)."""
+    """Score a folder of existing images with one or more rewards (no model needed).
+
+    Each scored image is appended to ``<out>.partial.jsonl`` at once; an interrupted run, rerun
+    with the same arguments, scores only the rest.
+    """
     import torch
 
+    from tdm_r1.eval.cache import atomic_write_text
+    from tdm_r1.paths import check_output_file
     from tdm_r1.scoring import score_folder, summarize
 
+    out = check_output_file(out, "--out")
+    progress_file = out.with_name(out.name + ".partial.jsonl")
     df = score_folder(
         images,
         reward,
@@ -153,9 +216,10 @@ def score_cmd(
         batch_size=batch_size,
         device=device or ("cuda" if torch.cuda.is_available() else "cpu"),
         allow_missing_metadata=allow_missing_metadata,
+        checkpoint=progress_file,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
+    atomic_write_text(out, df.to_csv(index=False))
+    progress_file.unlink(missing_ok=True)
     typer.echo(summarize(df))
     typer.echo(f"wrote {out}")
 
@@ -177,15 +241,17 @@ def generate_cmd(
         int, typer.Option("--seed", help="Base seed; image j of prompt i uses derive_seed(seed, i, j).")
     ] = 0,
     images_per_prompt: Annotated[
-        int, typer.Option("--images-per-prompt", "-n", help="Images per prompt.")
+        int, typer.Option("--images-per-prompt", "-n", min=1, help="Images per prompt.")
     ] = 1,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Images per batch.")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Images per batch.")] = 8,
     height: Annotated[
-        int | None, typer.Option("--height", help="Image height (default: the model's).")
+        int | None, typer.Option("--height", min=8, help="Image height (default: the model's).")
     ] = None,
-    width: Annotated[int | None, typer.Option("--width", help="Image width (default: the model's).")] = None,
+    width: Annotated[
+        int | None, typer.Option("--width", min=8, help="Image width (default: the model's).")
+    ] = None,
     steps: Annotated[
-        int | None, typer.Option("--steps", help="Sampling steps (default: the model's).")
+        int | None, typer.Option("--steps", min=1, help="Sampling steps (default: the model's).")
     ] = None,
     guidance: Annotated[
         float | None, typer.Option("--guidance", help="CFG scale, 1 = off (default: the model's).")
@@ -203,10 +269,14 @@ def generate_cmd(
     ] = False,
 ) -> None:
     """Generate images for a prompts file (seeded per prompt and image; PNG + metadata.jsonl)."""
-    from tdm_r1.generation import generate_to_dir
+    from tdm_r1.generation import generate_to_dir, plan_jobs, read_prompts
     from tdm_r1.models.base import resolve_model
+    from tdm_r1.paths import check_output_dir
 
+    # Every input is checked before the model loads (seconds) and before --out is created.
     preset = resolve_model(model)
+    plan_jobs(read_prompts(prompts), seed=seed, images_per_prompt=images_per_prompt)
+    check_output_dir(out, "--out")
     load_kw: dict[str, Any] = {"model_path": model_path, "lora_path": lora_path}
     if offload_text_encoders:
         load_kw["offload_text_encoders"] = True
@@ -261,13 +331,15 @@ def eval_cmd(
         typer.Option("--benchmark", "-b", help="Benchmark (repeatable; default: the model's suites)."),
     ] = None,
     limit: Annotated[
-        int | None, typer.Option("--limit", help="Keep the first N prompts of each benchmark.")
+        int | None, typer.Option("--limit", min=1, help="Keep the first N prompts of each benchmark.")
     ] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per generate / reward call.")] = 8,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Images per generate / reward call.")
+    ] = 8,
     num_processes: Annotated[
         int,
         typer.Option(
-            "--num-processes", help="Processes on this machine (each takes a share of the prompts)."
+            "--num-processes", min=1, help="Processes on this machine (each takes a share of the prompts)."
         ),
     ] = 1,
     device: DeviceOpt = None,
@@ -347,12 +419,18 @@ def _train_common(
     flags: dict[str, Any],
     num_processes: int,
     cli_args: list[str],
+    dry_run: bool = False,
 ) -> None:
     from tdm_r1.eval.launch import in_distributed_launch, launch
     from tdm_r1.train.config import check_world, load_train_config
 
     cfg = load_train_config(config, overrides=overrides, flags=flags)
     check_world(cfg, num_processes if not in_distributed_launch() else 1)
+    if dry_run:
+        from tdm_r1.train.config import dry_run as check_all
+
+        typer.echo(check_all(cfg, num_processes))
+        return
     if num_processes > 1 and not in_distributed_launch():
         launch(
             num_processes,
@@ -382,7 +460,13 @@ def _default_train_config(model: str | None, rewards: list[str]) -> str | None:
 
 
 NumProcOpt = Annotated[
-    int, typer.Option("--num-processes", help="Processes on this machine (accelerate / torchrun).")
+    int, typer.Option("--num-processes", min=1, help="Processes on this machine (accelerate / torchrun).")
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Resolve the config, check names and batch shapes, print the plan; load nothing."
+    ),
 ]
 ConfigOpt = Annotated[
     str | None,
@@ -400,10 +484,13 @@ def train_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,  # type: ignore[assignment]
     name: Annotated[str | None, typer.Option("--name", help="Run name (folder under ./runs).")] = None,
-    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Wall-clock budget.")] = None,
-    max_epochs: Annotated[int | None, typer.Option("--max-epochs", help="Epoch budget.")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option("--max-minutes", min=0, help="Wall-clock budget.")
+    ] = None,
+    max_epochs: Annotated[int | None, typer.Option("--max-epochs", min=1, help="Epoch budget.")] = None,
     device: DeviceOpt = None,
     num_processes: NumProcOpt = 1,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """TDM-R1: RL post-training of a few-step generator with any (non-differentiable) reward."""
     from tdm_r1.errors import ConfigError
@@ -438,6 +525,7 @@ def train_cmd(
         flags=flags,
         num_processes=num_processes,
         cli_args=args,
+        dry_run=dry_run,
     )
 
 
@@ -445,14 +533,17 @@ def train_cmd(
 @friendly_errors
 def distill_cmd(
     teacher: Annotated[str, typer.Option("--teacher", "-t", help="Teacher preset (e.g. toy-teacher).")],
-    steps: Annotated[int, typer.Option("--steps", help="Student sampling steps K.")] = 4,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Student sampling steps K.")] = 4,
     config: ConfigOpt = None,
     set_: SetOpt = None,  # type: ignore[assignment]
     name: Annotated[str | None, typer.Option("--name", help="Run name (folder under ./runs).")] = None,
-    max_minutes: Annotated[float | None, typer.Option("--max-minutes", help="Wall-clock budget.")] = None,
-    max_epochs: Annotated[int | None, typer.Option("--max-epochs", help="Epoch budget.")] = None,
+    max_minutes: Annotated[
+        float | None, typer.Option("--max-minutes", min=0, help="Wall-clock budget.")
+    ] = None,
+    max_epochs: Annotated[int | None, typer.Option("--max-epochs", min=1, help="Epoch budget.")] = None,
     device: DeviceOpt = None,
     num_processes: NumProcOpt = 1,
+    dry_run: DryRunOpt = False,
 ) -> None:
     """TDM distillation: a K-step student from a teacher (the TDM-R1 trainer with the reward off)."""
     flags: dict[str, Any] = {
@@ -480,6 +571,7 @@ def distill_cmd(
         flags=flags,
         num_processes=num_processes,
         cli_args=args,
+        dry_run=dry_run,
     )
 
 
@@ -491,7 +583,9 @@ def demo_cmd(
     ] = "ocr",
     minutes: Annotated[
         float | None,
-        typer.Option("--minutes", help="Training safety cap in minutes (the run is bounded by epochs)."),
+        typer.Option(
+            "--minutes", min=0, help="Training safety cap in minutes (the run is bounded by epochs)."
+        ),
     ] = None,
     device: DeviceOpt = None,
 ) -> None:
@@ -538,7 +632,7 @@ def report_cmd(
     results_dir: Annotated[
         Path | None, typer.Option("--results-dir", help="Default: $TDMBENCH_RESULTS or ./results.")
     ] = None,
-    prompts: Annotated[int, typer.Option("--prompts", help="Prompts per image grid.")] = 6,
+    prompts: Annotated[int, typer.Option("--prompts", min=1, help="Prompts per image grid.")] = 6,
 ) -> None:
     """Write results/report/index.html: leaderboard, figures and image grids (model x prompt)."""
     from tdm_r1.eval.report import write_report
@@ -584,7 +678,7 @@ def toy_build(
         list[str] | None, typer.Option("--stage", help="ae | teacher | student (repeatable; default all).")
     ] = None,
     minutes: Annotated[
-        float | None, typer.Option("--minutes", help="Stop (resumably) after this many minutes.")
+        float | None, typer.Option("--minutes", min=0, help="Stop (resumably) after this many minutes.")
     ] = None,
     install: Annotated[
         bool, typer.Option("--install", help="Copy the finished models into the package (toy presets).")

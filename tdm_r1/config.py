@@ -50,11 +50,14 @@ def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    from tdm_r1.errors import read_text, yaml_error_message
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    with path.open() as fh:
-        data = yaml.safe_load(fh) or {}
+    text = read_text(path, "config file")
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(yaml_error_message(exc, path)) from exc
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping at the top level")
     return data

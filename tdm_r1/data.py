@@ -170,4 +170,6 @@ def fetch(name: str, *, force: bool = False, timeout: float = 30.0) -> Path:
 
 def read_lines(path: Path) -> list[str]:
     """Non-empty stripped lines (prompt files may lack a final newline)."""
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    from tdm_r1.errors import read_text
+
+    return [line.strip() for line in read_text(path, "prompts file").splitlines() if line.strip()]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class TdmError(Exception):
     """Base class of tdmbench's own errors (shown to CLI users without a traceback)."""
@@ -32,3 +35,77 @@ class MissingDataError(TdmError, FileNotFoundError):
 
 class ShapeError(TdmError, ValueError):
     """A tensor has the wrong shape, dtype or range."""
+
+
+class UnreadableFileError(TdmError, OSError):
+    """A user's file cannot be read as what it should be (not UTF-8, cut short, not an image...)."""
+
+
+def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
+    """The UTF-8 text of ``path``; other encodings and folders give a one-line error naming the file."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{what} {p} is a folder, not a file: give the path of the file itself")
+    if not p.exists():
+        raise ConfigError(f"{what} {p} does not exist")
+    try:
+        return p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[: exc.start].count(b"\n") + 1
+        raise UnreadableFileError(
+            f"{p}:{line}: {what} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x}): save it as UTF-8"
+        ) from exc
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """The one-line message for an error the user caused (bad file, path, YAML, image), else None.
+
+    The CLI shows this line instead of a traceback; anything returning None is a bug and keeps its
+    traceback. ``TdmError`` messages are already written for users.
+    """
+    import errno
+
+    if isinstance(exc, TdmError):
+        return str(exc)
+    try:
+        import yaml
+
+        if isinstance(exc, yaml.YAMLError):
+            return yaml_error_message(exc)
+    except ImportError:  # pragma: no cover - pyyaml is a dependency
+        pass
+    if isinstance(exc, UnicodeDecodeError):
+        return f"a file is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8"
+    if type(exc).__name__ == "DecompressionBombError":
+        return f"{exc}: the image is too large to read safely"
+    if isinstance(exc, OSError):
+        where = exc.filename or ""
+        if exc.filename2:
+            where = f"{where} -> {exc.filename2}"
+        code = exc.errno
+        if code == errno.ENOSPC:
+            return f"no space left on device writing {where or 'a file'}: free space or choose another folder"
+        if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+            why = "read-only file system" if code == errno.EROFS else "permission denied"
+            return f"{where}: {why}: choose a folder you can write to (or fix its permissions)"
+        if code == errno.EISDIR:
+            return f"{where} is a folder; give a file path"
+        if code == errno.ENOTDIR:
+            return f"{where}: a part of this path is a file, not a folder"
+        if code == errno.ENOENT:
+            return f"{where} does not exist"
+        if exc.strerror:
+            return f"{where}: {exc.strerror}" if where else exc.strerror
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def yaml_error_message(exc: BaseException, path: str | os.PathLike[str] | None = None) -> str:
+    """``file:line: what`` for a YAML syntax error or a refused tag (``!!python/...``)."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    name = str(path) if path is not None else (getattr(mark, "name", None) or "<yaml>")
+    where = f"{name}:{mark.line + 1}" if mark is not None else name
+    if "constructor" in problem or "tag" in problem:
+        return f"{where}: {problem}: tags such as !!python/... are not allowed; use plain YAML values"
+    return f"{where}: invalid YAML ({problem}): fix the syntax"

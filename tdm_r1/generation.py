@@ -2,7 +2,8 @@
 
 The seed of image j of prompt i is ``derive_seed(seed, i, j)``: any subset of a prompt file (or a
 resumed run) regenerates exactly the same images. Existing images listed in ``metadata.jsonl`` are
-skipped, so an interrupted run continues where it stopped.
+skipped when their row matches this run (model identity, prompt, seed, sampler) and the file
+decodes, so an interrupted run continues where it stopped; a folder holding another run is refused.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ class PromptRecord:
 
 def read_prompts(path: str | Path) -> list[PromptRecord]:
     """``.txt`` (one prompt per non-empty line) or ``.jsonl`` (a ``prompt`` field; other fields kept)."""
+    from tdm_r1.errors import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"prompts file {path} does not exist")
+    text = read_text(path, "prompts file")
     records: list[PromptRecord] = []
     if path.suffix == ".jsonl":
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        for lineno, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
@@ -51,7 +53,7 @@ def read_prompts(path: str | Path) -> list[PromptRecord]:
             meta = {k: v for k, v in row.items() if k != "prompt"}
             records.append(PromptRecord(len(records), row["prompt"], meta))
     elif path.suffix in (".txt", ""):
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in text.splitlines():
             if line.strip():
                 records.append(PromptRecord(len(records), line.strip()))
     else:
@@ -78,21 +80,80 @@ def plan_jobs(records: list[PromptRecord], *, seed: int, images_per_prompt: int)
     return [Job(r, j, derive_seed(seed, r.index, j)) for r in records for j in range(images_per_prompt)]
 
 
-def _done(out_dir: Path) -> set[str]:
-    """Files already generated; ``metadata.jsonl`` is rewritten without rows whose image is gone."""
+#: Metadata fields that must match for an existing image to count as this run's image.
+RUN_KEYS: tuple[str, ...] = (
+    "prompt",
+    "seed",
+    "model",
+    "model_identity",
+    "steps",
+    "guidance",
+    "solver",
+    "shift",
+    "height",
+    "width",
+)
+
+
+def _image_ok(path: Path, width: Any, height: Any) -> bool:
+    """The PNG decodes completely and has the recorded size (a run killed mid-write leaves a cut file)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return width is None or height is None or im.size == (int(width), int(height))
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def _done(out_dir: Path, expected: dict[str, dict[str, Any]]) -> set[str]:
+    """Files of this run already generated in ``out_dir``.
+
+    ``expected``: file name -> the metadata fields (:data:`RUN_KEYS`) this run will write for it.
+    An existing image counts as done only if its row matches those fields and the file decodes;
+    rows of another run (other model, prompts, seed or sampler) are an error rather than a silent
+    mix of two runs in one folder. ``metadata.jsonl`` is rewritten without rows whose image is
+    gone or broken (those images are generated again).
+    """
     meta = out_dir / "metadata.jsonl"
     if not meta.is_file():
         return set()
     kept: dict[str, str] = {}
-    for line in meta.read_text(encoding="utf-8").splitlines():
+    conflicts: list[str] = []
+    broken: list[str] = []
+    for lineno, line in enumerate(meta.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            name = json.loads(line).get("file")
+            row = json.loads(line)
         except json.JSONDecodeError:  # a line cut by an interrupted run
             continue
-        if name and (out_dir / name).is_file():
-            kept[name] = line
+        name = row.get("file") if isinstance(row, dict) else None
+        if not name:
+            continue
+        want = expected.get(name)
+        if want is None:
+            conflicts.append(f"{name} is not an image of this run (metadata.jsonl:{lineno})")
+            continue
+        diff = [k for k in RUN_KEYS if k in row and k in want and row[k] != want[k]]
+        if diff:
+            k = diff[0]
+            conflicts.append(f"{name} was made with {k}={row[k]!r}, this run uses {k}={want[k]!r}")
+            continue
+        if not _image_ok(out_dir / name, row.get("width"), row.get("height")):
+            if (out_dir / name).is_file():
+                broken.append(name)
+            continue
+        kept[name] = line
+    if conflicts:
+        more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
+        raise ConfigError(
+            f"--out {out_dir} already holds images of another run: {conflicts[0]}{more}. "
+            "Use another --out folder, or delete this one to start over"
+        )
+    if broken:
+        log.warning("%d unreadable images in %s are generated again: %s", len(broken), out_dir, broken[:5])
     meta.write_text("".join(line + "\n" for line in kept.values()), encoding="utf-8")
     return set(kept)
 
@@ -118,12 +179,28 @@ def generate_to_dir(
     progress: bool = True,
 ) -> Path:
     """Generate every (prompt, image) of ``prompts_path`` into ``out_dir``; returns the metadata path."""
+    from tdm_r1.eval.cache import digest
     from tdm_r1.images import save_png
 
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     jobs = plan_jobs(read_prompts(prompts_path), seed=seed, images_per_prompt=images_per_prompt)
-    done = _done(out_dir)
+    spec = adapter.sampling.replace(steps=steps, guidance=guidance, height=height, width=width)
+    identity = digest(adapter.config_dict())[:16]
+    run = {
+        "model": model_name,
+        "model_identity": identity,
+        "steps": spec.steps,
+        "guidance": spec.guidance,
+        "solver": spec.solver,
+        "shift": spec.shift,
+        "height": spec.height,
+        "width": spec.width,
+    }
+    expected = {j.filename: {**run, "prompt": j.record.prompt, "seed": j.seed} for j in jobs}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = _done(out_dir, expected)
     todo = [j for j in jobs if j.filename not in done]
     if done:
         log.info(
@@ -133,7 +210,6 @@ def generate_to_dir(
             out_dir,
             len(todo),
         )
-    spec = adapter.sampling.replace(steps=steps, guidance=guidance, height=height, width=width)
     nfe = adapter.schedule(spec.steps, height=spec.height, width=spec.width).passes * (
         2 if spec.guidance != 1.0 else 1
     )
@@ -166,6 +242,7 @@ def generate_to_dir(
                     "seed": job.seed,
                     "base_seed": seed,
                     "model": model_name,
+                    "model_identity": identity,
                     "steps": spec.steps,
                     "guidance": spec.guidance,
                     "solver": spec.solver,

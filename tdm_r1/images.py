@@ -69,12 +69,19 @@ def from_pil(images: Sequence[Image.Image]) -> torch.Tensor:
 
 
 def load_image(path: str | Path) -> torch.Tensor:
-    """Read one image file -> (1,3,H,W) float32 [0,1]. Raises OSError for unreadable files."""
+    """Read one image file -> (1,3,H,W) float32 [0,1].
+
+    Raises OSError for every unreadable file, including one whose header claims more pixels than
+    PIL reads safely (``DecompressionBombError``, which is not an OSError in PIL).
+    """
     from PIL import Image
 
-    with Image.open(path) as im:
-        im.load()
-        return from_pil([im.convert("RGB")])
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return from_pil([im.convert("RGB")])
+    except Image.DecompressionBombError as exc:
+        raise OSError(f"{path}: {exc}") from exc
 
 
 def save_png(image: torch.Tensor, path: str | Path) -> None:

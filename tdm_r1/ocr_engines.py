@@ -254,7 +254,10 @@ _WORKER_ENGINE: OcrEngine | None = None
 
 
 def _init_worker(backend: str, options: dict[str, Any]) -> None:
+    from tdm_r1.procs import die_with_parent
+
     global _WORKER_ENGINE
+    die_with_parent()  # no orphaned workers after a SIGKILL of the main process
     _WORKER_ENGINE = make_engine(backend, **options)
 
 

@@ -13,6 +13,7 @@ An unreadable image gets a row with its ``error`` and NaN scores; the others are
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -44,11 +45,11 @@ def list_images(folder: str | Path) -> list[str]:
 
 def read_metadata(path: str | Path, images_dir: str | Path) -> dict[str, dict[str, Any]]:
     """JSONL rows keyed by their ``file`` (relative to ``images_dir``; absolute paths inside it work)."""
+    from tdm_r1.errors import read_text
+
     path, root = Path(path), Path(images_dir).resolve()
-    if not path.is_file():
-        raise ConfigError(f"metadata file {str(path)!r} does not exist")
     rows: dict[str, dict[str, Any]] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_text(path, "metadata file").splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -59,6 +60,8 @@ def read_metadata(path: str | Path, images_dir: str | Path) -> dict[str, dict[st
             raise ConfigError(
                 f'{path}:{lineno} needs a "file" field (image path relative to the image folder)'
             )
+        if "prompt" in row and not isinstance(row["prompt"], str):
+            raise ConfigError(f'{path}:{lineno}: "prompt" must be a string, got {row["prompt"]!r}')
         file = Path(row["file"])
         if file.is_absolute():
             try:
@@ -83,8 +86,12 @@ def score_folder(
     batch_size: int = 8,
     device: str | None = None,
     allow_missing_metadata: bool = False,
+    checkpoint: str | Path | None = None,
 ) -> pd.DataFrame:
     """Score every image of ``images_dir`` with ``rewards`` (names, optionally weighted).
+
+    ``checkpoint``: a JSONL file that receives each image's row as soon as it is scored; rows
+    already in it (same reward id, same metadata) are reused, so an interrupted run loses nothing.
 
     Returns one row per image: ``file``, ``prompt``, ``reward`` (the reward id), ``score``, every
     detail column of the reward (a weighted sum adds each component's raw score under the
@@ -120,11 +127,23 @@ def score_folder(
         )
 
     reward = build_reward(rewards, options=reward_options, device=device)
+    reward_check_metadata(reward, rows, metadata)
     root = Path(images_dir)
-    results: dict[str, dict[str, Any]] = {}
-    with tqdm(total=len(files), unit="img", desc=f"score {reward.id}", disable=None) as bar:
-        for start in range(0, len(files), batch_size):
-            chunk = files[start : start + batch_size]
+    results = _resume(checkpoint, reward.id, rows) if checkpoint is not None else {}
+    results = {f: r for f, r in results.items() if f in set(files)}
+    todo = [f for f in files if f not in results]
+    if results:
+        log.info("%d of %d images already scored in %s", len(results), len(files), checkpoint)
+    with (
+        (
+            Path(checkpoint).open("a", encoding="utf-8")
+            if checkpoint is not None
+            else contextlib.nullcontext()
+        ) as sink,
+        tqdm(total=len(todo), unit="img", desc=f"score {reward.id}", disable=None) as bar,
+    ):
+        for start in range(0, len(todo), batch_size):
+            chunk = todo[start : start + batch_size]
             loaded: dict[str, Any] = {}
             for f in chunk:
                 try:
@@ -146,6 +165,11 @@ def score_folder(
                 out = reward(images=batch, prompts=prompts, metadata=meta)
                 for f, row in zip(group, out.rows(), strict=True):
                     results[f] = {**row, "error": ""}
+            if sink is not None:
+                for f in chunk:
+                    line = {"file": f, "reward": reward.id, "meta": _meta_key(rows.get(f)), "row": results[f]}
+                    sink.write(json.dumps(line, default=str) + "\n")
+                sink.flush()
             bar.update(len(chunk))
 
     table = []
@@ -159,6 +183,41 @@ def score_folder(
     df[last] = df[last].fillna("")
     middle = [c for c in df.columns if c not in first and c not in last]
     return df[first + middle + last]
+
+
+def _meta_key(row: Mapping[str, Any] | None) -> str:
+    return json.dumps(row or {}, sort_keys=True, default=str)
+
+
+def _resume(
+    path: str | Path, reward_id: str, rows: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Rows of an earlier, interrupted run in ``path`` that are still valid for this one."""
+    path = Path(path)
+    out: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return out
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # the line an interrupted run was writing
+            continue
+        if rec.get("reward") == reward_id and rec.get("meta") == _meta_key(rows.get(rec.get("file"))):
+            out[rec["file"]] = rec["row"]
+    return out
+
+
+def reward_check_metadata(reward: Any, rows: Mapping[str, Mapping[str, Any]], source: Any) -> None:
+    """Let the reward (and each component of a sum) refuse malformed metadata before any scoring,
+    naming the metadata file and the image."""
+    check = getattr(reward, "check_metadata", None)
+    if check is None:
+        return
+    for file, row in rows.items():
+        try:
+            check(row)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: row of {file!r}: {exc}") from exc
 
 
 def summarize(df: pd.DataFrame) -> str:

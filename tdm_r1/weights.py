@@ -42,6 +42,11 @@ class WeightFile:
     description: str
     patterns: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        # The message tells a user what to type: the option must be a full command-line flag.
+        if not self.option.startswith("--"):
+            raise ValueError(f"WeightFile {self.key}: option {self.option!r} must be a CLI flag (--...)")
+
     def how_to_provide(self) -> str:
         what = f"{self.hub_id}/{self.filename}" if self.filename else f"the folder of {self.hub_id}"
         return (

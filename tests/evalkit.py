@@ -262,4 +262,5 @@ def kit_fixture(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Kit:
     kit = Kit(results=tmp_path / "results", cache=tmp_path / "cache")
     monkeypatch.setenv("TDMBENCH_RESULTS", str(kit.results))
     monkeypatch.setenv("TDMBENCH_CACHE", str(kit.cache))
+    monkeypatch.setenv("TDMBENCH_RUNS", str(tmp_path / "runs"))  # never the checkout's ./runs
     return kit

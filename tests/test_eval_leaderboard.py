@@ -130,8 +130,16 @@ def test_figures_are_valid_pngs(results: Path, tmp_path: Path) -> None:
 def test_partial_runs_are_labelled_and_tables_reach_notebooks(results: Path) -> None:
     import tdm_r1
     import tdm_r1.eval as tev
+    from tdm_r1.eval.results import run_files
 
+    full = run_files("kit-bright", "kit-base", results)
+    before = full.csv.read_bytes()
     evaluate("kit-base", ["kit-bright"], limit=4, progress=False)
+    assert full.csv.read_bytes() == before  # a partial run never replaces a full one
+    source = tev.build_leaderboard(results).table.set_index("model").loc["kit-base", "source"]
+    assert source == f"tdmbench {tdm_r1.__version__}"
+    for path in (full.csv, full.meta, full.samples):  # without the full run, the partial one shows
+        path.unlink()
     lb = tev.build_leaderboard(results)
     source = lb.table.set_index("model").loc["kit-base", "source"]
     assert source == f"tdmbench {tdm_r1.__version__} (kit-bright: --limit 4)"

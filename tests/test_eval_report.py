@@ -73,3 +73,32 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
     assert dom.count('class="broken"') == 1 and f'src="thumbs/{missing.name}"' in dom
     assert dom.count('<table class="leaderboard"') == 2
     assert re.search(r"<td>kit-r1</td>.*?1\.000 ★", dom, re.S)
+
+
+def test_report_opens_with_the_users_own_work(kit: Kit, tmp_path: Path) -> None:
+    """Measured models, then the run's reward curves, image grids, figures; published numbers last."""
+    from PIL import Image
+
+    for model in ("kit-4step", "kit-r1"):
+        evaluate(model, progress=False)
+    (kit.results / "reference").mkdir(parents=True)
+    (kit.results / "reference" / "published.csv").write_text(
+        "model,nfe,benchmark,metric,value,higher_is_better,source,secondary,note\n"
+        "Paper model,4,kit-bright,kit-brightness,0.5,true,a paper (2025),no,\n"
+    )
+    run = tmp_path / "runs" / "my-demo"
+    run.mkdir(parents=True)
+    Image.new("RGB", (40, 30), "white").save(run / "curves.png")
+    result = CliRunner().invoke(app, ["report", "--results-dir", str(kit.results), "--prompts", "2"])
+    assert result.exit_code == 0, result.output
+    page = (kit.results / "report" / "index.html").read_text()
+    order = [
+        page.index('<table class="leaderboard"'),
+        page.index('src="runs/my-demo.png"'),
+        page.index('<table class="grid"'),
+        page.index('<table class="published"'),
+    ]
+    assert order == sorted(order), order
+    assert (kit.results / "report" / "runs" / "my-demo.png").is_file()
+    measured = page[: page.index("<h2>Images</h2>")]
+    assert "Paper model" not in measured and "Paper model" in page[order[-1] :]

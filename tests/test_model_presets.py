@@ -65,9 +65,12 @@ def test_offline_hub_id_fails_fast_naming_id_and_local_path(tmp_path: Path, monk
     assert time.perf_counter() - start < 5
     msg = str(info.value)
     assert "no-such-org/no-such-model" in msg and "--model-path" in msg and "TDMBENCH_MODEL_GHOST" in msg
+    prompts = tmp_path / "x.txt"  # inputs are checked before the model loads: give real ones
+    prompts.write_text("a cat\n")
     start = time.perf_counter()
     result = runner.invoke(
-        app, ["generate", "--model", "sd3.5-medium", "--prompts", "x.txt", "--out", str(tmp_path)]
+        app,
+        ["generate", "--model", "sd3.5-medium", "--prompts", str(prompts), "--out", str(tmp_path / "out")],
     )
     assert time.perf_counter() - start < 5
     assert result.exit_code == 2 and "stabilityai/stable-diffusion-3.5-medium" in result.output

@@ -84,7 +84,7 @@ def test_fit_writes_a_registered_model_curves_and_metrics(registered, tmp_path: 
     )
     run = Trainer(cfg).fit()
     # the scheduled evaluation went through the eval runner into the run folder
-    csv = run / "eval" / "final" / "results" / "toy-ocr" / "tiny-trained.csv"
+    csv = run / "eval" / "final" / "results" / "toy-ocr" / "partial" / "tiny-trained.limit2.csv"
     assert csv.is_file() and "ocr" in csv.read_text()
     preset = load_preset_file(run / "final" / "preset.json")
     assert (

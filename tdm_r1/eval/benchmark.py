@@ -170,8 +170,10 @@ class Benchmark:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise ConfigError(f"{src.data}: line {lineno} is not JSON: {exc}") from exc
-            if not isinstance(obj, dict) or "prompt" not in obj:
-                raise ConfigError(f"{src.data}: line {lineno} has no 'prompt' key")
+            if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str):
+                raise ConfigError(
+                    f"{src.data}: line {lineno} needs a string 'prompt' (got no key, null or a number)"
+                )
             if src.dedupe:
                 if obj["prompt"] in seen:
                     continue
@@ -187,8 +189,10 @@ class Benchmark:
         items = resolve_callable(src.generator)(**src.args)
         out: list[Prompt] = []
         for i, obj in enumerate(items):
-            if not isinstance(obj, dict) or "prompt" not in obj or "id" not in obj:
-                raise ConfigError(f"{src.generator} item {i} must be a dict with 'prompt' and 'id'")
+            if not isinstance(obj, dict) or not isinstance(obj.get("prompt"), str) or "id" not in obj:
+                raise ConfigError(
+                    f"{src.generator} item {i} must be a dict with a string 'prompt' and an 'id'"
+                )
             meta = {k: v for k, v in obj.items() if k not in ("prompt", "id", "seed_offset")}
             offset = int(obj.get("seed_offset", 0))
             out.append(Prompt(id=str(obj["id"]), text=str(obj["prompt"]), metadata=meta, seed_offset=offset))

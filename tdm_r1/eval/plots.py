@@ -54,7 +54,7 @@ def bar_charts(lb: Leaderboard, out_dir: Path) -> list[Path]:
             suffix = "" if r["kind"] == "measured" else " (reported)"
             labels.append(f"{r['model']}{star}{suffix}")
             values.append(v)
-            lo, hi = lb.ci.get((r["model"], col), (math.nan, math.nan)) if r["kind"] == "measured" else (0, 0)
+            lo, hi = lb.ci.get((r["model"], col), (math.nan, math.nan)) if r["kind"] == "measured" else (v, v)
             errs.append((v - lo if not math.isnan(lo) else 0.0, hi - v if not math.isnan(hi) else 0.0))
             colors.append("#3b6ea8" if r["kind"] == "measured" else "#bbbbbb")
             hatches.append("" if r["kind"] == "measured" else "//")

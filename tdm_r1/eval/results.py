@@ -6,6 +6,9 @@
     results/<benchmark>/<model>.meta.json        tdmbench version, model config, rewards (committed)
     results/<benchmark>/<model>.samples.parquet  one row per image x reward (not committed)
     results/<benchmark>/<model>.scores.csv       per-sample metric values, for paired deltas (committed)
+    results/<benchmark>/partial/<model>.limit<N>.*  a ``--limit N`` run: the same files, kept
+                                                 apart so that a partial run never replaces a full
+                                                 one (the leaderboard reads only full runs)
     results/leaderboard.{csv,md}                 built by `tdmbench leaderboard` (committed)
     results/reference/published.csv              published numbers with their sources (committed)
 
@@ -88,9 +91,13 @@ class RunFiles:
     scores: Path
 
 
-def run_files(benchmark: str, model: str, root: Path | None = None) -> RunFiles:
+def run_files(benchmark: str, model: str, root: Path | None = None, *, limit: int | None = None) -> RunFiles:
+    """The files of one run; ``limit`` (a run on the first ``limit`` prompts only) puts them under
+    ``partial/`` with a ``.limit<N>`` suffix, out of reach of the leaderboard and of full runs."""
     folder = (root or default_results_dir()) / benchmark
     stem = file_stem(model)
+    if limit is not None:
+        folder, stem = folder / "partial", f"{stem}.limit{limit}"
     return RunFiles(
         csv=folder / f"{stem}.csv",
         meta=folder / f"{stem}.meta.json",
@@ -126,13 +133,36 @@ def write_run(files: RunFiles, summary: pd.DataFrame, samples: pd.DataFrame, met
     atomic_write_text(files.csv, summary_csv_text(summary))
 
 
+def _partial_limit(path: Path) -> int | None:
+    """N of ``partial/<stem>.limit<N>.csv``, else None."""
+    head, _, tail = path.name.removesuffix(".csv").rpartition(".limit")
+    return int(tail) if head and tail.isdigit() else None
+
+
 def read_summaries(root: Path | None = None) -> pd.DataFrame:
-    """Every ``results/<benchmark>/*.csv`` with the summary columns, concatenated."""
+    """Every ``results/<benchmark>/*.csv`` with the summary columns, concatenated.
+
+    A model with only partial runs of a benchmark (``partial/``) is represented by its largest
+    one (its meta's ``limit`` labels it); a full run always wins over partial ones.
+    """
     root = root or default_results_dir()
     frames = []
     if root.is_dir():
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in NOT_BENCHMARKS):
-            for path in sorted(p for p in folder.glob("*.csv") if not p.name.endswith(SCORES_SUFFIX)):
+            full = sorted(p for p in folder.glob("*.csv") if not p.name.endswith(SCORES_SUFFIX))
+            partial: dict[str, tuple[int, Path]] = {}
+            for path in sorted((folder / "partial").glob("*.limit*.csv")):
+                if path.name.endswith(SCORES_SUFFIX):
+                    continue
+                n = _partial_limit(path)
+                stem = path.name.removesuffix(f".limit{n}.csv")
+                if (
+                    n is not None
+                    and not (folder / f"{stem}.csv").is_file()
+                    and n > partial.get(stem, (0,))[0]
+                ):
+                    partial[stem] = (n, path)
+            for path in full + [p for _, p in sorted(partial.values(), key=lambda x: x[1])]:
                 df = pd.read_csv(
                     path, dtype={"reward_version": str, "benchmark_version": str, "model_config_hash": str}
                 )
@@ -143,14 +173,24 @@ def read_summaries(root: Path | None = None) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def best_run_files(benchmark: str, model: str, root: Path | None = None) -> RunFiles:
+    """The full run's files, else those of the largest partial run, else the (absent) full ones."""
+    full = run_files(benchmark, model, root)
+    if full.csv.is_file():
+        return full
+    limits = [_partial_limit(p) for p in (full.csv.parent / "partial").glob(f"{file_stem(model)}.limit*.csv")]
+    limits = [n for n in limits if n is not None]
+    return run_files(benchmark, model, root, limit=max(limits)) if limits else full
+
+
 def read_meta(benchmark: str, model: str, root: Path | None = None) -> dict[str, Any]:
-    path = run_files(benchmark, model, root).meta
+    path = best_run_files(benchmark, model, root).meta
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def read_samples(benchmark: str, model: str, root: Path | None = None) -> pd.DataFrame:
     """The per-sample table of one run (``FileNotFoundError`` if it was not kept)."""
-    return pd.read_parquet(run_files(benchmark, model, root).samples)
+    return pd.read_parquet(best_run_files(benchmark, model, root).samples)
 
 
 def read_values(benchmark: str, model: str, root: Path | None = None) -> pd.DataFrame | None:
@@ -159,7 +199,7 @@ def read_values(benchmark: str, model: str, root: Path | None = None) -> pd.Data
     was kept."""
     from tdm_r1.eval.paired import sample_values
 
-    files = run_files(benchmark, model, root)
+    files = best_run_files(benchmark, model, root)
     if files.scores.is_file():
         return pd.read_csv(
             files.scores,

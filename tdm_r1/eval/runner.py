@@ -219,6 +219,22 @@ def _plan_rewards(
     return list(jobs.values()), skipped
 
 
+def _check_reward_weights(jobs: Sequence[_RewardJob]) -> None:
+    """Resolve every weight file of every required reward (local option, env var, HF cache, or a
+    download when online); raises :class:`MissingWeightsError` naming how to provide it."""
+    from tdm_r1.weights import resolve
+
+    for job in jobs:
+        if job.optional:
+            continue
+        needed = getattr(job.cls, "required_weights", None)
+        files = needed(job.options) if callable(needed) else getattr(job.cls, "weight_files", ())
+        for wf in files:
+            # "--reward-option geneval.detector_path" -> the reward's "detector_path" option
+            option = wf.option.rsplit(" ", 1)[-1].split(".", 1)[-1] if "." in wf.option else None
+            resolve(wf, job.options.get(option) if option else None)
+
+
 # ------------------------------------------------------------------------------------------- run
 @dataclass
 class _BenchRun:
@@ -242,7 +258,8 @@ def evaluate(
     write: bool = True,
     progress: bool = True,
 ) -> list[EvalResult]:
-    """Evaluate registered model ``model`` on ``benchmarks`` (default: the preset's
+    """Evaluate model ``model`` (a registered name, run folder, preset JSON or pipeline folder,
+    see :func:`tdm_r1.models.base.resolve_model`) on ``benchmarks`` (default: the preset's
     ``benchmarks`` attribute, else the four official suites).
 
     Args:
@@ -267,12 +284,22 @@ def evaluate(
         raise ShapeError(f"batch_size must be >= 1, got {batch_size}")
     # Resolve every name and read every prompt file before any model is loaded: typos and
     # missing data fail within a second.
-    model_name = MODELS.canonical(model)
-    preset = MODELS.get(model_name)
+    from tdm_r1.models.base import resolve_model
+
+    if model in MODELS:
+        model_name = MODELS.canonical(model)
+        preset = MODELS.get(model_name)
+    else:  # a run folder, preset JSON, pipeline folder or finished run's name, as `generate` takes
+        preset = resolve_model(model)
+        model_name = preset.name
     if not benchmarks:
         benchmarks = list(getattr(preset, "benchmarks", None) or ("geneval", "ocr", "pickscore", "drawbench"))
     benches = [b if isinstance(b, Benchmark) else BENCHMARKS.get(b) for b in benchmarks]
     all_items = [b.work_items(limit) for b in benches]
+    # A limit that keeps every prompt is a full run; a smaller one is partial (written apart).
+    partial = [
+        limit if limit is not None and len(b.load_prompts(limit + 1)) > limit else None for b in benches
+    ]
     jobs, skipped = _plan_rewards(benches, reward_options or {})
 
     cpu = device == "cpu" or (device is None and not torch.cuda.is_available())
@@ -289,6 +316,14 @@ def evaluate(
     handle = _Model(model_name, preset, run_device)
     stats = RunStats(items=sum(len(r.mine) for r in runs))
 
+    if any(
+        not image_cache.png_path(
+            ImageCache.key(handle.identity(), run.items[p].prompt.text, run.items[p].seed)
+        ).is_file()
+        for run in runs
+        for p in run.mine
+    ):
+        _check_reward_weights(jobs)  # before generating: a missing weight must not cost the generation
     _generate_phase(runs, handle, image_cache, batch_size, stats, show)
     handle.release()
     failed = _score_phase(runs, jobs, image_cache, score_cache, batch_size, run_device, stats, show)
@@ -302,10 +337,10 @@ def evaluate(
         total = RunStats()
         for s in all_stats:
             total.add(s)
-        for run, rows in zip(runs, per_bench_rows, strict=True):
+        for run, rows, part in zip(runs, per_bench_rows, partial, strict=True):
             drop = {m for (b, m) in skipped if b == run.bench.name}
             drop |= {u.metric for j in jobs if j.name in failed_all for b, u in j.uses if b == run.bench.name}
-            results.append(_finish(run, rows, drop, jobs, handle, limit, total, results_root, write))
+            results.append(_finish(run, rows, drop, jobs, handle, part, total, results_root, write))
     state.wait_for_everyone()
     return results
 
@@ -382,6 +417,19 @@ def _score_phase(
                 )
                 todo.append((run, pos, use, key))
         entries = [score_cache.get(key) for *_, key in todo]
+        bounds = getattr(job.cls, "score_range", None)
+        if bounds is not None:  # a hand-edited or corrupt cache entry outside the reward's range
+            bad = [i for i, e in enumerate(entries) if e is not None and not _in_range(e.score, bounds)]
+            if bad:
+                log.warning(
+                    "%d cached %s scores lie outside its range [%g, %g] (e.g. %r): scoring them again",
+                    len(bad),
+                    job.name,
+                    *bounds,
+                    entries[bad[0]].score,  # type: ignore[union-attr]
+                )
+                for i in bad:
+                    entries[i] = None
         missing = [i for i, e in enumerate(entries) if e is None]
         if not missing:
             stats.score_hits += len(todo)
@@ -432,6 +480,12 @@ def _score_phase(
         del reward
         _free_memory(device)
     return failed
+
+
+def _in_range(score: float, bounds: tuple[float, float]) -> bool:
+    """NaN (with its reason) is a valid score; anything else must lie in ``bounds`` (float slack)."""
+    lo, hi = bounds
+    return math.isnan(score) or lo - 1e-6 <= score <= hi + 1e-6
 
 
 def _rows(run: _BenchRun, model: _Model) -> list[dict[str, Any]]:
@@ -542,7 +596,7 @@ def _finish(
     }
     files = None
     if write:
-        files = run_files(run.bench.name, model.name, results_root)
+        files = run_files(run.bench.name, model.name, results_root, limit=limit)
         write_run(files, summary, samples, meta)
         log.info("wrote %s", files.csv)
     return EvalResult(model.name, run.bench.name, summary, samples, meta, files, stats)

@@ -523,19 +523,51 @@ def preset_from_pipeline_folder(path: str | Path, **changes: Any) -> ModelPreset
 
 
 def resolve_model(spec: str | Path) -> ModelPreset:
-    """A registered name, a preset JSON file, a run folder with ``preset.json``, or a pipeline folder."""
+    """The one way every command finds a model (``generate``, ``eval``, training's ``--model``).
+
+    In order: a preset JSON file (``runs/<run>/final/preset.json``), a run folder with
+    ``preset.json`` (``runs/<run>/final``, or the run folder itself when its ``final/`` exists), a
+    diffusers pipeline folder, a registered name, and last the name of a finished training run
+    under ``$TDMBENCH_RUNS`` (a run registers its model only in the process that trained it).
+    """
+    from tdm_r1.paths import runs_dir
     from tdm_r1.registry import MODELS
 
     text = str(spec)
     path = Path(text).expanduser()
-    if path.is_file() and path.suffix == ".json":
-        return load_preset_file(path)
+    if path.is_file():
+        if path.suffix == ".json":
+            return load_preset_file(path)
+        raise ConfigError(
+            f"model {text!r} is a file but not a preset .json (e.g. runs/<name>/final/preset.json)"
+        )
     if path.is_dir():
-        if (path / "preset.json").is_file():
-            return load_preset_file(path / "preset.json")
+        for candidate in (path / "preset.json", path / "final" / "preset.json"):
+            if candidate.is_file():
+                return load_preset_file(candidate)
         if (path / "model_index.json").is_file():
             return preset_from_pipeline_folder(path)
         raise ConfigError(
-            f"{path} is neither a run folder (preset.json) nor a pipeline folder (model_index.json)"
+            f"{path} is neither a run folder (preset.json, or final/preset.json for an unfinished or "
+            "finished run) nor a pipeline folder (model_index.json)"
+        )
+    if text in MODELS:
+        return MODELS.get(text)
+    runs = runs_dir()
+    own = runs / text / "final" / "preset.json"
+    if own.is_file():
+        return load_preset_file(own)
+    if runs.is_dir() and "/" not in text:
+        for candidate in sorted(runs.glob("*/final/preset.json")):
+            try:
+                name = json.loads(candidate.read_text(encoding="utf-8")).get("name")
+            except (OSError, ValueError):
+                continue
+            if name == text:
+                return load_preset_file(candidate)
+    if "/" in text or text.endswith(".json"):
+        raise ConfigError(
+            f"model {text!r} looks like a path but does not exist; give a registered name "
+            "(`tdmbench ls models`), a run folder (runs/<name>/final) or its preset.json"
         )
     return MODELS.get(text)

@@ -192,6 +192,9 @@ class ShapeDetector:
 
     name = "shapes"
     version = "1"
+    #: The toy world's classes and colours (the GenEval reward refuses clauses asking for others).
+    classes = CLASSES
+    colors = tuple(COLORS)
 
     def __init__(self, device: Any = None, min_score: float = 0.0, **options: Any) -> None:
         """``device`` is accepted for the backend protocol and unused (the rules run on the CPU);

@@ -166,6 +166,20 @@ class TrainConfig:
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])
 
     def __post_init__(self) -> None:
+        for key in ("prompts_per_epoch", "group_size", "batch_size"):
+            if getattr(self.rollout, key) < 1:
+                raise ConfigError(f"rollout.{key} must be >= 1, got {getattr(self.rollout, key)}")
+        if self.max_epochs < 1:
+            raise ConfigError(
+                f"max_epochs must be >= 1, got {self.max_epochs} (0 epochs would register an untrained model)"
+            )
+        if self.max_minutes < 0:
+            raise ConfigError(f"max_minutes must be >= 0 (0 = no limit), got {self.max_minutes}")
+        if self.rewards and not any(w != 0 for w in self.rewards.values()):
+            raise ConfigError(
+                f"every reward weight is 0 ({self.rewards}): training would see a constant reward; "
+                "give a reward a nonzero weight"
+            )
         if self.rewards and self.rollout.group_size < 2:
             raise ConfigError(
                 "rollout.group_size must be >= 2 with a reward: advantages compare the images of one prompt "
@@ -277,4 +291,31 @@ def load_train_config(
         yaml_path=resolve_config_path(config) if config else None,
         overrides=overrides or [],
         flags=flags or {},
+    )
+
+
+def dry_run(cfg: TrainConfig, world_size: int) -> str:
+    """Everything a run checks before loading a model, without loading one: the batch shapes over
+    ``world_size`` processes, the generator / teacher names, the reward names and the prompts
+    source. Returns a short summary; raises :class:`ConfigError` / ``UnknownNameError``."""
+    from tdm_r1.models.base import resolve_model
+    from tdm_r1.registry import REWARDS
+
+    check_world(cfg, world_size)
+    model = resolve_model(cfg.model.name)
+    teacher = resolve_model(cfg.model.teacher).name if cfg.model.teacher else "the model's base"
+    rewards = {REWARDS.canonical(name): w for name, w in cfg.rewards.items()}
+    unknown = sorted(set(cfg.reward_options) - set(cfg.rewards) - set(rewards))
+    if unknown:
+        raise ConfigError(
+            f"reward_options for {unknown}, which are not among the rewards {sorted(cfg.rewards)}"
+        )
+    n, mb = cfg.samples_per_epoch, cfg.method.micro_batch
+    what = ", ".join(f"{k}={v:g}" for k, v in rewards.items()) or "none (TDM distillation)"
+    data = f"toy grammar {cfg.data.toy_tasks}" if cfg.data.source == "toy" else f"file {cfg.data.path}"
+    return (
+        f"config OK ({cfg.name}): {cfg.rollout.prompts_per_epoch} prompts x {cfg.rollout.group_size} images = "
+        f"{n} samples per epoch, {n // mb} micro-batches of {mb} ({mb // world_size} per process x "
+        f"{world_size}); generator {model.name}, teacher {teacher}; rewards {what}; prompts: {data}; "
+        f"run folder {cfg.run_dir()}"
     )
