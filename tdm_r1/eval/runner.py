@@ -171,8 +171,11 @@ class _RewardJob:
 
     @property
     def key_identity(self) -> str:
-        """Reward identity in score keys, known without building the reward (class version)."""
-        return f"{self.name}@{getattr(self.cls, 'version', '')}"
+        """Reward identity in score keys, known without building the reward: the class version, or
+        ``cls.key_version(options)`` where the identity depends on more than the options (files)."""
+        key_version = getattr(self.cls, "key_version", None)
+        version = key_version(self.options) if callable(key_version) else getattr(self.cls, "version", "")
+        return f"{self.name}@{version}"
 
     @property
     def higher_is_better(self) -> bool:
