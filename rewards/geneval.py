@@ -33,6 +33,7 @@ ones reject unknown options, which the reward reports as a ConfigError.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import importlib
 import json
 import logging
@@ -586,7 +587,9 @@ class GenEvalReward(Reward):
     """
 
     name = "geneval"
-    version = "1"
+    version = (
+        "2"  # 2: the detector's identity (input scale) in the version; mask2former at the official scale
+    )
     weight_files = (MASK2FORMER_WEIGHTS, CLIP_WEIGHTS)
     higher_is_better = True
     scale = (
@@ -618,7 +621,6 @@ class GenEvalReward(Reward):
         )
         self.backend = backend
         self.score_kind = score
-        self.version = f"1-{backend}-{score}"
         cls = load_detector_class(backend)
         try:
             self.detector: Detector = cls(
@@ -626,6 +628,12 @@ class GenEvalReward(Reward):
             )
         except TypeError as exc:
             raise ConfigError(f"bad option for the GenEval {backend!r} detector: {exc}") from exc
+        # A detector may name what changes its output (e.g. mask2former's input scale).
+        identity = str(getattr(self.detector, "identity", "") or "")
+        if self.options != GenEvalOptions():  # other thresholds give other verdicts
+            digest = hashlib.sha256(json.dumps(dataclasses.asdict(self.options), sort_keys=True).encode())
+            identity += f"{'-' if identity else ''}opt{digest.hexdigest()[:8]}"
+        self.version = f"2-{backend}-{identity + '-' if identity else ''}{score}"
 
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]]) -> RewardOutput:
         n = images.shape[0]
