@@ -44,7 +44,11 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "benchmark_version",
     "tdmbench_version",
     "model_config_hash",
+    "protocol",
+    "protocol_status",
 )
+#: Provenance columns (``tdm_r1.eval.provenance``); files written before them are read with "".
+PROTOCOL_COLUMNS: tuple[str, ...] = ("protocol", "protocol_status")
 
 #: Columns of the per-sample parquet, in order.
 SAMPLE_COLUMNS: tuple[str, ...] = (
@@ -133,8 +137,11 @@ def read_summaries(root: Path | None = None) -> pd.DataFrame:
     if root.is_dir():
         for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in NOT_BENCHMARKS):
             for path in sorted(p for p in folder.glob("*.csv") if not p.name.endswith(SCORES_SUFFIX)):
-                df = pd.read_csv(path, dtype={"reward_version": str, "benchmark_version": str})
-                if set(SUMMARY_COLUMNS) <= set(df.columns):
+                text = dict.fromkeys(("reward_version", "benchmark_version", *PROTOCOL_COLUMNS), str)
+                df = pd.read_csv(path, dtype=text)
+                if set(SUMMARY_COLUMNS) - set(PROTOCOL_COLUMNS) <= set(df.columns):
+                    for col in PROTOCOL_COLUMNS:
+                        df[col] = df[col].fillna("") if col in df.columns else ""
                     frames.append(df.loc[:, list(SUMMARY_COLUMNS)])
     if not frames:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
