@@ -567,6 +567,27 @@ def weights_download(
         typer.echo(f"{key}: {weights.download(weights.MANIFEST[key])}")
 
 
+@weights_app.command("verify")
+@friendly_errors
+def weights_verify(
+    keys: Annotated[list[str] | None, typer.Argument(help="Weight keys (default: all).")] = None,
+) -> None:
+    """Check the weight files on disk against their published sha256; exit 1 on any mismatch."""
+    from tdm_r1 import listing, weights
+
+    listing.load_all_manifests()
+    unknown = [k for k in keys or [] if k not in weights.MANIFEST]
+    if unknown:
+        raise TdmError(f"unknown weight key(s) {unknown}; see `tdmbench weights list`")
+    bad = 0
+    for key in keys or sorted(weights.MANIFEST):
+        state, text = weights.verify(weights.MANIFEST[key])
+        bad += state == "mismatch"
+        typer.echo(f"{key}: {state.upper() if state == 'mismatch' else state}: {text}")
+    if bad:
+        raise typer.Exit(1)
+
+
 # --------------------------------------------------------------------------------------- toy
 @toy_app.command("build")
 @friendly_errors
