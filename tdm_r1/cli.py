@@ -158,6 +158,12 @@ def score_cmd(
     df.to_csv(out, index=False)
     typer.echo(summarize(df))
     typer.echo(f"wrote {out}")
+    from tdm_r1.eval import geneval_official as official
+
+    if official.has_geneval_columns(df):  # also the official GenEval results format
+        path = out.with_name(out.stem + ".geneval_results.jsonl")
+        records = official.records_from_score_table(df, images, metadata)
+        typer.echo(f"wrote {official.write_results_jsonl(path, records)} (GenEval summary_scores.py format)")
 
 
 # ---------------------------------------------------------------------------------- generate

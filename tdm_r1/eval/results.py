@@ -6,6 +6,8 @@
     results/<benchmark>/<model>.meta.json        tdmbench version, model config, rewards (committed)
     results/<benchmark>/<model>.samples.parquet  one row per image x reward (not committed)
     results/<benchmark>/<model>.scores.csv       per-sample metric values, for paired deltas (committed)
+    results/<benchmark>/<model>.geneval_results.jsonl  GenEval suites: the official per-image results
+                                                 format (summary_scores.py reads it; not committed)
     results/leaderboard.{csv,md}                 built by `tdmbench leaderboard` (committed)
     results/reference/published.csv              published numbers with their sources (committed)
 
@@ -90,6 +92,7 @@ class RunFiles:
     meta: Path
     samples: Path
     scores: Path
+    geneval_results: Path
 
 
 def run_files(benchmark: str, model: str, root: Path | None = None) -> RunFiles:
@@ -100,6 +103,7 @@ def run_files(benchmark: str, model: str, root: Path | None = None) -> RunFiles:
         meta=folder / f"{stem}.meta.json",
         samples=folder / f"{stem}.samples.parquet",
         scores=folder / f"{stem}{SCORES_SUFFIX}",
+        geneval_results=folder / f"{stem}.geneval_results.jsonl",
     )
 
 
@@ -113,7 +117,7 @@ def summary_csv_text(summary: pd.DataFrame) -> str:
 
 
 def write_run(files: RunFiles, summary: pd.DataFrame, samples: pd.DataFrame, meta: dict[str, Any]) -> None:
-    """Write the four files atomically (samples first, the summary CSV last)."""
+    """Write the run's files atomically (samples first, the summary CSV last)."""
     from tdm_r1.eval.paired import sample_values
 
     files.csv.parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +130,11 @@ def write_run(files: RunFiles, summary: pd.DataFrame, samples: pd.DataFrame, met
         Path(tmp).unlink(missing_ok=True)
     values = sample_values(samples, meta.get("benchmark", {}))
     atomic_write_text(files.scores, values.to_csv(index=False, lineterminator="\n"))
+    geneval = [r["metric"] for r in meta.get("rewards", []) if r.get("aggregate") == "geneval"]
+    if geneval:  # the official GenEval results JSONL, for summary_scores.py
+        from tdm_r1.eval.geneval_official import records_from_samples, write_results_jsonl
+
+        write_results_jsonl(files.geneval_results, records_from_samples(samples, geneval[0]))
     atomic_write_text(files.meta, json.dumps(json.loads(stable_json(meta)), indent=2, sort_keys=True) + "\n")
     atomic_write_text(files.csv, summary_csv_text(summary))
 
