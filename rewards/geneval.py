@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
 import importlib
 import json
 import logging
@@ -634,7 +635,9 @@ class GenEvalReward(Reward):
     """
 
     name = "geneval"
-    version = "1"
+    version = (
+        "2"  # 2: the detector's identity (input scale) in the version; mask2former at the official scale
+    )
     weight_files = (MASK2FORMER_WEIGHTS, CLIP_WEIGHTS)
     higher_is_better = True
     score_range = (0.0, 1.0)
@@ -667,7 +670,6 @@ class GenEvalReward(Reward):
         )
         self.backend = backend
         self.score_kind = score
-        self.version = f"1-{backend}-{score}"
         cls = load_detector_class(backend)
         #: What the detector can find: clauses asking for anything else are refused.
         self.classes: tuple[str, ...] = tuple(getattr(cls, "classes", OBJECT_NAMES))
@@ -678,6 +680,12 @@ class GenEvalReward(Reward):
             )
         except TypeError as exc:
             raise ConfigError(f"bad option for the GenEval {backend!r} detector: {exc}") from exc
+        # A detector may name what changes its output (e.g. mask2former's input scale).
+        identity = str(getattr(self.detector, "identity", "") or "")
+        if self.options != GenEvalOptions():  # other thresholds give other verdicts
+            digest = hashlib.sha256(json.dumps(dataclasses.asdict(self.options), sort_keys=True).encode())
+            identity += f"{'-' if identity else ''}opt{digest.hexdigest()[:8]}"
+        self.version = f"2-{backend}-{identity + '-' if identity else ''}{score}"
 
     @classmethod
     def required_weights(cls, options: Mapping[str, Any]) -> tuple[WeightFile, ...]:

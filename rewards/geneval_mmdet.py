@@ -91,6 +91,8 @@ class MmdetDetector:
         self.min_score = float(min_score)
         self.max_objects = int(max_objects)
         self.colors = ClipColorClassifier(clip_path, device=self.device)
+        #: The config's own test pipeline resizes to (1333, 800) keep-ratio: the official scale.
+        self.identity = "s800x1333"
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor, metadata: list[dict[str, Any]]) -> list[list[Detection]]:

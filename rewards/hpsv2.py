@@ -7,6 +7,10 @@ laion2B pretrained weights are therefore not needed. The tokenizer is open_clip'
 tokenizer, whose BPE vocabulary ships inside the open_clip wheel (works offline). The score is
 HPSv2's ``diag(image_features @ text_features.T)``, the plain cosine (about 0.27-0.37); the
 HPS benchmark tables multiply it by 100.
+
+Images are preprocessed as HPSv2's official ``preprocess_val`` does: longer side to 224 (bicubic),
+black letterbox to a square, no crop (:class:`~tdm_r1.rewards.preprocess.LetterboxPreprocess`).
+Version 1 centre-cropped instead, which matched only for square images.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from tdm_r1.errors import ConfigError, ShapeError
 from tdm_r1.registry import register_reward
 from tdm_r1.rewards.checkpoints import load_torch_file, strip_prefix
 from tdm_r1.rewards.model_reward import ModelReward
-from tdm_r1.rewards.preprocess import CLIP_MEAN, CLIP_STD, ImagePreprocess
+from tdm_r1.rewards.preprocess import CLIP_MEAN, CLIP_STD, LetterboxPreprocess
 from tdm_r1.weights import WeightFile, declare, resolve
 
 log = logging.getLogger(__name__)
@@ -95,7 +99,7 @@ class HPSv21(ModelReward):
     """
 
     name = "hpsv2.1"
-    version = "1"
+    version = "2"  # 2: official letterbox preprocessing (1 centre-cropped)
     higher_is_better = True
     scale = (
         "HPS v2.1 = cosine(text, image) of L2-normalised open_clip ViT-H-14 features (~0.27-0.37; "
@@ -133,15 +137,13 @@ class HPSv21(ModelReward):
         self.model = model.to(device=self.device, dtype=self.dtype).eval().requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(arch)
         cfg: dict[str, Any] = dict(getattr(model.visual, "preprocess_cfg", {}))
-        if (
-            cfg.get("interpolation", "bicubic") != "bicubic"
-            or cfg.get("resize_mode", "shortest") != "shortest"
-        ):
+        # HPSv2 letterboxes whatever the architecture's resize_mode says; only bicubic is reproduced.
+        if cfg.get("interpolation", "bicubic") != "bicubic":
             raise ConfigError(f"hpsv2.1: unsupported open_clip preprocessing {cfg}")
         size = model.visual.image_size
         side = int(size[0] if isinstance(size, tuple | list) else size)
         mean, std = tuple(cfg.get("mean", CLIP_MEAN)), tuple(cfg.get("std", CLIP_STD))
-        self.preprocess = ImagePreprocess(size=side, crop=side, mean=mean, std=std)  # type: ignore[arg-type]
+        self.preprocess = LetterboxPreprocess(size=side, mean=mean, std=std)  # type: ignore[arg-type]
 
     def score_batch(
         self, images: torch.Tensor, prompts: list[str]

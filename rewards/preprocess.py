@@ -9,6 +9,10 @@ antialiased bicubic, which is what torchvision and transformers' torchvision bac
 tensors. Results agree with the PIL path (HF processors, open_clip's ``preprocess_val``) within
 about one uint8 step before normalisation: PIL rounds the resized image to uint8 again and its
 bicubic kernel differs slightly; this path keeps the resized image in float.
+
+HPS v2.1 is the exception: its official ``preprocess_val`` (HPSv2's open_clip fork,
+``image_transform(..., resize_longest_max=True)``) letterboxes instead of cropping, see
+:class:`LetterboxPreprocess`.
 """
 
 from __future__ import annotations
@@ -114,3 +118,54 @@ def center_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
     top = int(round((h - crop) / 2.0))
     left = int(round((w - crop) / 2.0))
     return x[..., top : top + crop, left : left + crop]
+
+
+@dataclass(frozen=True)
+class LetterboxPreprocess:
+    """Resize the longer side to ``size`` (bicubic, antialiased), pad to a black square, normalise.
+
+    The spec of HPS v2.1's official ``preprocess_val`` (HPSv2's ``ResizeMaxSize``): scale =
+    ``size / max(H, W)``; new size ``(round(H * scale), round(W * scale))`` with Python's
+    ``round``; zero padding (black, before normalisation) of ``pad = size - new`` per axis, split
+    ``pad // 2`` before (left / top) and ``pad - pad // 2`` after (right / bottom); no crop; then
+    ``(x - mean) / std`` with the OpenAI CLIP constants. One deliberate difference: the official
+    transform skips resize *and* padding when the longer side already equals ``size``, which
+    leaves a non-square image that the ViT cannot take; here such an image is padded too.
+
+    Attributes:
+        size: side of the square output.
+        mean, std: per-channel normalisation in [0,1] units.
+    """
+
+    size: int
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+
+    def __call__(
+        self, images: torch.Tensor, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """(N,3,H,W) float in [0,1] -> (N,3,size,size) normalised ``dtype`` on ``device``."""
+        check_images(images)
+        device = device if device is not None else images.device
+        x = from_uint8_nhwc(to_uint8_nhwc(images)).to(device)
+        x = letterbox(x, self.size)
+        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
+        return ((x - mean) / std).to(dtype)
+
+
+def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
+    """``(new_h, new_w, top, left)`` of the letterbox of an ``height`` x ``width`` image."""
+    scale = size / float(max(height, width))
+    new_h, new_w = round(height * scale), round(width * scale)
+    return new_h, new_w, (size - new_h) // 2, (size - new_w) // 2
+
+
+def letterbox(x: torch.Tensor, size: int) -> torch.Tensor:
+    """(N,C,H,W) in [0,1] -> (N,C,size,size): longer side to ``size``, zero-padded (see above)."""
+    h, w = x.shape[-2:]
+    new_h, new_w, top, left = letterbox_geometry(h, w, size)
+    if (new_h, new_w) != (h, w):
+        x = F.interpolate(x, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+        x = x.clamp_(0.0, 1.0)
+    return F.pad(x, (left, size - new_w - left, top, size - new_h - top))

@@ -11,6 +11,16 @@ is not chat-completions JSON, raises :class:`~tdm_r1.errors.TdmError` naming the
 without a parsable score gives NaN with reason "unparseable answer" (Flow-GRPO scores it 0) and the
 raw answer in the ``answer`` column.
 
+Prompt template and comparability: the judging question is a template with a ``{prompt}``
+placeholder, tdmbench's own by default (:data:`DEFAULT_TEMPLATE`) or the user's
+(``template_file=PATH``, or ``prompt_template=TEXT``). The sha256 of the template text is part of
+the reward's identity (``version`` = ``2-<model>-tpl<sha256[:12]>``, and the score-cache key), so
+scores from different templates are never mixed. A published judge column (UnifiedReward in
+Flow-GRPO's tables) is comparable only to scores made with the template those numbers used:
+:data:`PUBLISHED_TEMPLATES` lists the known ones by sha256. The reference notes give no published
+template text or hash, so it is empty and every judge column is marked "not comparable:
+custom/unknown template" (:func:`template_status`).
+
 Serve UnifiedReward e.g. with
 ``python -m sglang.launch_server --model-path CodeGoat24/UnifiedReward-7b-v1.5 --port 17140
 --api-key $TDMBENCH_VLM_API_KEY --chat-template chatml-llava``.
@@ -19,6 +29,7 @@ Serve UnifiedReward e.g. with
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import io
 import json
@@ -29,7 +40,9 @@ import re
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,6 +69,44 @@ DEFAULT_TEMPLATE = (
     "Final Score: X\n"
     "where X is a number from 1 (very poor) to 5 (excellent)."
 )
+
+
+#: sha256 of prompt templates known to have produced published judge numbers -> what published
+#: them. Empty: ../shared/reference gives neither the text nor the hash of Flow-GRPO's
+#: UnifiedReward question, so no template can be shown to match it.
+PUBLISHED_TEMPLATES: dict[str, str] = {}
+
+
+def template_sha256(template: str) -> str:
+    """sha256 hex of the template text (UTF-8), as used: the file's bytes decoded, unchanged."""
+    return hashlib.sha256(template.encode("utf-8")).hexdigest()
+
+
+def read_template(path: str | Path) -> str:
+    """A prompt-template file's text; a one-line ConfigError if it is missing or lacks ``{prompt}``."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigError(f"vlm-judge template_file {str(file)!r} does not exist or is not a file")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"vlm-judge template_file {str(file)!r} is not readable UTF-8 text: {exc}") from exc
+    if "{prompt}" not in text:
+        raise ConfigError(f"vlm-judge template_file {str(file)!r} must contain the placeholder {{prompt}}")
+    return text
+
+
+def template_status(version: str) -> str:
+    """Comparability of a judge score with published judge columns, from its reward ``version``:
+    ``"official"`` when its template hash is in :data:`PUBLISHED_TEMPLATES`, else ``"not
+    comparable: custom/unknown template (sha256 <12 hex>)"``."""
+    match = re.search(r"-tpl([0-9a-f]{12,64})$", version)
+    if match is None:
+        return "not comparable: custom/unknown template (hash not recorded)"
+    short = match.group(1)
+    if any(h.startswith(short) for h in PUBLISHED_TEMPLATES):
+        return "official"
+    return f"not comparable: custom/unknown template (sha256 {short})"
 
 
 class _Retryable(Exception):
@@ -85,7 +136,9 @@ class VlmJudge(Reward):
         base_url: API root (default ``$TDMBENCH_VLM_URL`` or http://127.0.0.1:17140/v1).
         model: served model name (default ``$TDMBENCH_VLM_MODEL`` or UnifiedReward-7b-v1.5).
         api_key: bearer token (default ``$TDMBENCH_VLM_API_KEY``; none sent when unset).
-        prompt_template: question text with a ``{prompt}`` placeholder.
+        prompt_template: question text with a ``{prompt}`` placeholder (replaced literally; other
+            braces are kept as they are).
+        template_file: a UTF-8 file holding the question template (overrides ``prompt_template``).
         score_regex: regex whose group 1 is the 1-5 score.
         image_size: images are resized to this square size before sending.
         max_concurrency: requests in flight at once (threads).
@@ -98,7 +151,7 @@ class VlmJudge(Reward):
     """
 
     name = "vlm-judge"
-    version = "1"
+    version = "2"  # 2: template hash in the identity
     higher_is_better = True
     scale = "VLM judge 'Final Score' (1-5) / 5, in [0.2, 1]"
 
@@ -108,6 +161,7 @@ class VlmJudge(Reward):
         model: str | None = None,
         api_key: str | None = None,
         prompt_template: str = DEFAULT_TEMPLATE,
+        template_file: str | Path | None = None,
         score_regex: str = SCORE_REGEX,
         image_size: int = 512,
         max_concurrency: int = 8,
@@ -119,6 +173,8 @@ class VlmJudge(Reward):
         self.base_url = (base_url or os.environ.get("TDMBENCH_VLM_URL") or DEFAULT_URL).rstrip("/")
         self.model = model or os.environ.get("TDMBENCH_VLM_MODEL") or DEFAULT_MODEL
         self._api_key = api_key if api_key is not None else os.environ.get("TDMBENCH_VLM_API_KEY")
+        if template_file is not None:
+            prompt_template = read_template(template_file)
         if "{prompt}" not in prompt_template:
             raise ConfigError("vlm-judge prompt_template must contain the placeholder {prompt}")
         try:
@@ -135,7 +191,22 @@ class VlmJudge(Reward):
         self.max_retries = int(max_retries)
         self.backoff = float(backoff)
         self.max_tokens = int(max_tokens)
-        self.version = f"1-{self.model}"
+        self.template_sha256 = template_sha256(prompt_template)
+        self.version = f"2-{self.model}-tpl{self.template_sha256[:12]}"
+
+    @classmethod
+    def key_version(cls, options: Mapping[str, Any]) -> str:
+        """The identity used in score-cache keys, known without building the judge: the class
+        version plus the template's hash (a template file edited in place gets new keys)."""
+        if options.get("template_file") is not None:
+            text = read_template(options["template_file"])
+        else:
+            text = str(options.get("prompt_template", DEFAULT_TEMPLATE))
+        return f"{cls.version}-tpl{template_sha256(text)[:12]}"
+
+    def comparability(self) -> str:
+        """See :func:`template_status`."""
+        return template_status(self.version)
 
     @property
     def endpoint(self) -> str:
@@ -189,7 +260,7 @@ class VlmJudge(Reward):
                         "role": "user",
                         "content": [
                             {"type": "image_url", "image_url": {"url": png_data_url(image, self.image_size)}},
-                            {"type": "text", "text": self.prompt_template.format(prompt=prompt)},
+                            {"type": "text", "text": self.prompt_template.replace("{prompt}", prompt)},
                         ],
                     }
                 ],

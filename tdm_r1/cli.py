@@ -222,6 +222,12 @@ def score_cmd(
     progress_file.unlink(missing_ok=True)
     typer.echo(summarize(df))
     typer.echo(f"wrote {out}")
+    from tdm_r1.eval import geneval_official as official
+
+    if official.has_geneval_columns(df):  # also the official GenEval results format
+        path = out.with_name(out.stem + ".geneval_results.jsonl")
+        records = official.records_from_score_table(df, images, metadata)
+        typer.echo(f"wrote {official.write_results_jsonl(path, records)} (GenEval summary_scores.py format)")
 
 
 # ---------------------------------------------------------------------------------- generate
@@ -663,6 +669,27 @@ def weights_download(
         if key not in weights.MANIFEST:
             raise TdmError(f"unknown weight key {key!r}; see `tdmbench weights list`")
         typer.echo(f"{key}: {weights.download(weights.MANIFEST[key])}")
+
+
+@weights_app.command("verify")
+@friendly_errors
+def weights_verify(
+    keys: Annotated[list[str] | None, typer.Argument(help="Weight keys (default: all).")] = None,
+) -> None:
+    """Check the weight files on disk against their published sha256; exit 1 on any mismatch."""
+    from tdm_r1 import listing, weights
+
+    listing.load_all_manifests()
+    unknown = [k for k in keys or [] if k not in weights.MANIFEST]
+    if unknown:
+        raise TdmError(f"unknown weight key(s) {unknown}; see `tdmbench weights list`")
+    bad = 0
+    for key in keys or sorted(weights.MANIFEST):
+        state, text = weights.verify(weights.MANIFEST[key])
+        bad += state == "mismatch"
+        typer.echo(f"{key}: {state.upper() if state == 'mismatch' else state}: {text}")
+    if bad:
+        raise typer.Exit(1)
 
 
 # --------------------------------------------------------------------------------------- toy

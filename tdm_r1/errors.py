@@ -29,6 +29,10 @@ class MissingWeightsError(TdmError, FileNotFoundError):
     """Model weights are neither local nor downloadable; the message says how to provide them."""
 
 
+class WeightHashError(TdmError, ValueError):
+    """A weight file's sha256 differs from its published hash; nothing is scored with it."""
+
+
 class MissingDataError(TdmError, FileNotFoundError):
     """A benchmark data file is missing; the message names ``tdmbench data fetch``."""
 

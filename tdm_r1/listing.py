@@ -86,6 +86,8 @@ def render(kind: str) -> str:
                 "file": w.filename or "(repository)",
                 "size": w.size,
                 "status": weights.status(w),
+                "sha256 pin": (w.sha256[:12] + "...") if w.sha256 else "-",
+                "revision": w.revision or "-",
                 "local path via": f"{w.option} / ${w.env}",
             }
             for w in sorted(weights.MANIFEST.values(), key=lambda w: w.key)

@@ -9,6 +9,11 @@ error that lists them, unless ``allow_missing_metadata`` is set: then it is scor
 and empty metadata (useful for prompt-free rewards such as ``jpeg-compressibility``; prompt-based
 rewards give NaN with their reason). Metadata rows whose file is absent are logged and skipped.
 An unreadable image gets a row with its ``error`` and NaN scores; the others are scored.
+
+Without ``metadata``, a folder in the official GenEval generation layout
+(``<outdir>/<index>/metadata.jsonl`` + ``samples/*.png``) is read as GenEval does
+(``tdm_r1.eval.geneval_official``); a prompt folder without metadata or samples gets one row
+with its reason.
 """
 
 from __future__ import annotations
@@ -105,10 +110,21 @@ def score_folder(
 
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    files = list_images(images_dir)
+    from tdm_r1.eval import geneval_official as official
+
+    layout = None
+    if metadata is None and official.is_generation_layout(images_dir):  # <outdir>/<index>/samples/*.png
+        layout = official.read_generation_layout(images_dir)
+    files = layout.files if layout is not None else list_images(images_dir)
+    if layout is not None and not files:
+        found = "; ".join(f"{where}: {why}" for where, why in layout.problems[:5])
+        raise ConfigError(f"no GenEval prompt folder under {images_dir} can be scored ({found})")
     if not files:
         raise ConfigError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) found under {images_dir}")
-    rows = read_metadata(metadata, images_dir) if metadata is not None else {}
+    if layout is not None:
+        rows = layout.rows
+    else:
+        rows = read_metadata(metadata, images_dir) if metadata is not None else {}
     missing = [f for f in files if f not in rows]
     if missing and not allow_missing_metadata:
         shown = ", ".join(missing[:20]) + (f", ... ({len(missing)} in all)" if len(missing) > 20 else "")
@@ -177,6 +193,8 @@ def score_folder(
         table.append(
             {"file": f, "prompt": str(rows.get(f, {}).get("prompt", "")), "reward": reward.id, **results[f]}
         )
+    if layout is not None:  # prompt folders that could not be scored, with their reason
+        table += official.problem_rows(layout, reward.id)
     df = pd.DataFrame(table)
     first = ["file", "prompt", "reward", "score"]
     last = [c for c in ("nan_reason", "error") if c in df.columns]

@@ -67,6 +67,23 @@ def test_official_suites_read_the_right_counts(shared_data: Path) -> None:
     assert [p.text for p in draw] == list(dict.fromkeys(line.strip() for line in lines if line.strip()))
 
 
+def test_drawbench_follows_the_published_5_images_per_prompt(shared_data: Path) -> None:
+    """The published file lists each prompt 5 times (one image per line): 200 x 5 = 1000 images,
+    each prompt with 5 distinct seeds (new images, not copies)."""
+    lines = [line.strip() for line in (shared_data / "drawbench" / "test.txt").read_text().splitlines()]
+    counts = {t: lines.count(t) for t in set(lines)}
+    assert len(lines) == 1000 and set(counts.values()) == {5}
+    bench = BENCHMARKS.get("drawbench")
+    assert bench.version == "2" and bench.images_per_prompt == 5
+    items = bench.work_items()
+    assert len(items) == len(lines) == 1000
+    per_prompt: dict[str, list[int]] = {}
+    for it in items:
+        per_prompt.setdefault(it.prompt.text, []).append(it.seed)
+    assert set(per_prompt) == set(lines)
+    assert all(len(seeds) == 5 == len(set(seeds)) for seeds in per_prompt.values())
+
+
 def test_limit_takes_the_first_prompts(shared_data: Path) -> None:
     geneval = BENCHMARKS.get("geneval")
     full = geneval.load_prompts()

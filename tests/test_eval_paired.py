@@ -169,6 +169,8 @@ def _write(
                 version,
                 "0",
                 f"h-{model}",
+                "images/prompt=1",
+                "approximate: suite 'syn' has no published protocol",
             ]
         ],
         columns=list(SUMMARY_COLUMNS),

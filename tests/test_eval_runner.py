@@ -33,6 +33,8 @@ CONTRACT = [
     "benchmark_version",
     "tdmbench_version",
     "model_config_hash",
+    "protocol",
+    "protocol_status",
 ]
 N_ITEMS = 12 * 2 + 10  # kit-geneval: 12 prompts x 2 seeds; kit-bright: 10 prompts
 

@@ -19,6 +19,12 @@ from tdm_r1.rewards import random_weights as rw
 from tdm_r1.rewards.preprocess import ImagePreprocess
 
 
+@pytest.fixture(autouse=True)
+def _random_aesthetic_mlps_are_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test MLPs are random, so their sha256 is not the published file's (see test_weights_integrity)."""
+    monkeypatch.setenv("TDMBENCH_ALLOW_UNPINNED_WEIGHTS", "1")
+
+
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return rw.write_hf_clip(tmp_path_factory.mktemp("tiny-clip"), "tiny", seed=1)

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import math
 import random
+import re
 import sys
 import types
 from pathlib import Path
@@ -398,7 +399,8 @@ def test_reward_columns_and_score_kinds(fake_backend: None) -> None:
     assert json.loads(out.details["detections"][0]) == {
         "car": [[0.0, 0.0, 100.0, 100.0, 0.9, "blue"], [200.0, 0.0, 300.0, 100.0, 0.5, "red"]]
     }
-    assert reward.id == "geneval@1-fake-correct"
+    assert re.fullmatch(r"geneval@2-fake-opt[0-9a-f]{8}-correct", reward.id)  # threshold 0.4 is non-default
+    assert REWARDS.get("geneval")(backend="fake", script=[]).id == "geneval@2-fake-correct"
 
     partial = REWARDS.get("geneval")(backend="fake", score="partial", script=[list(s) for s in script])
     out = partial(images=images, prompts=["", "", ""], metadata=metas)

@@ -219,3 +219,84 @@ def test_offline_missing_weights_fail_fast(
     (tmp_path / "empty").mkdir()
     with pytest.raises(MissingWeightsError, match="not a complete Mask2Former folder"):
         build_reward("geneval", options={"geneval": {"detector_path": str(tmp_path / "empty")}})
+
+
+def test_official_scale_geometry() -> None:
+    from tdm_r1.errors import ConfigError
+    from tdm_r1.rewards.geneval_mask2former import padded_size, parse_scale, rescale_size
+
+    assert parse_scale("official") == (800, 1333) and parse_scale("processor") is None
+    assert parse_scale("640x1066") == (640, 1066)
+    for bad in ("800", "1333x800", "0x10", "big"):
+        with pytest.raises(ConfigError, match="detector_scale"):
+            parse_scale(bad)
+    assert rescale_size(512, 512, (800, 1333)) == (800, 800)  # a 512-px image is detected at 800 px
+    assert rescale_size(48, 64, (800, 1333)) == (800, 1067)  # shorter side 800
+    assert rescale_size(512, 2048, (800, 1333)) == (333, 1333)  # longer side capped at 1333
+    assert padded_size(800, 1067) == (800, 1088) and padded_size(333, 1333) == (352, 1344)
+
+
+def test_official_scale_input_size_and_image_resolution_masks(
+    tiny_dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model sees the shorter side at 800 (padded to /32) and masks come back at the image's
+    own resolution; the processor path sees 64 x 64 (the tiny processor's size)."""
+    m2f, clip = tiny_dirs
+    official = Mask2FormerDetector(detector_path=m2f, clip_path=clip, min_score=0.3)
+    legacy = Mask2FormerDetector(detector_path=m2f, clip_path=clip, min_score=0.3, detector_scale="processor")
+    assert official.identity == "s800x1333" and legacy.identity == "processor"
+
+    seen: list[tuple[int, ...]] = []
+    for det in (official, legacy):
+        forward = det.model.forward
+
+        def spy(*args: Any, _forward: Any = forward, **kwargs: Any) -> Any:
+            seen.append(tuple(kwargs["pixel_values"].shape))
+            return _forward(*args, **kwargs)
+
+        monkeypatch.setattr(det.model, "forward", spy)
+    masks: list[tuple[int, ...]] = []
+    original = ClipColorClassifier.classify
+
+    def classify(self: ClipColorClassifier, image: Any, objects: Any, classname: str) -> list[str]:
+        masks.extend(m.shape for _, m in objects)
+        return original(self, image, objects, classname)
+
+    monkeypatch.setattr(ClipColorClassifier, "classify", classify)
+    imgs = images(1)  # 48 x 64
+    out_official = official(imgs, [RED_CAR])[0]
+    assert seen == [(1, 3, 800, 1088)]
+    assert out_official and masks and set(masks) == {(48, 64)}
+    for d in out_official:
+        x0, y0, x1, y1 = d["box"]
+        assert 0 <= x0 < x1 <= 64 and 0 <= y0 < y1 <= 48 and d["score"] >= 0.3
+    legacy(imgs, [RED_CAR])
+    assert seen[1] == (1, 3, 64, 64)
+
+    # The reward's identity names the scale, so scores at different scales never mix.
+    reward = build_reward("geneval", options={"geneval": {"detector_path": str(m2f), "clip_path": str(clip)}})
+    assert reward.version == "2-mask2former-s800x1333-correct"
+    small = build_reward(
+        "geneval",
+        options={
+            "geneval": {"detector_path": str(m2f), "clip_path": str(clip), "detector_scale": "processor"}
+        },
+    )
+    assert small.version == "2-mask2former-processor-correct"
+
+
+def test_instance_postprocess_matches_a_hand_computation() -> None:
+    """Two queries, three classes (+ no-object), 2x3 masks: the top-Q (query, class) pairs by class
+    probability, score = class prob x mean sigmoid inside the mask, empty masks dropped."""
+    from tdm_r1.rewards.geneval_mask2former import instance_postprocess
+
+    cls = torch.tensor([[4.0, 0.0, 0.0, 0.0], [0.0, 0.0, 3.0, 0.0]])
+    masks = torch.tensor([[[2.0, 2.0, -1.0], [-1.0, -1.0, -1.0]], [[-1.0, -1.0, -1.0], [-1.0, -1.0, -1.0]]])
+    res = instance_postprocess(cls, masks, min_score=0.0)
+    p0 = torch.softmax(cls[0], 0)[0]
+    expected = float(p0 * torch.sigmoid(torch.tensor(2.0)))
+    assert [s["label_id"] for s in res["segments_info"]] == [0]  # query 1's mask is empty
+    assert res["segments_info"][0]["score"] == pytest.approx(expected, rel=1e-5)
+    assert res["segmentation"].shape == (1, 2, 3)
+    assert res["segmentation"][0].tolist() == [[True, True, False], [False, False, False]]
+    assert instance_postprocess(cls, masks, min_score=expected + 1e-3)["segments_info"] == []

@@ -183,3 +183,48 @@ def test_non_http_answer_raises() -> None:
     finally:
         thread.join(timeout=5)
         listener.close()
+
+
+def test_template_file_is_sent_and_its_hash_is_the_identity(server: ScriptedServer, tmp_path: Any) -> None:
+    import hashlib
+
+    from tdm_r1.errors import ConfigError
+    from tdm_r1.eval.runner import _RewardJob
+    from tdm_r1.rewards import vlm_judge
+
+    text = 'Rate {prompt} on {"scale": "1-5"}. End with "Final Score: X".\n'
+    path = tmp_path / "judge.txt"
+    path.write_text(text, encoding="utf-8")
+    server.script = {"a red cube": [(200, "Final Score: 4")]}
+    judge = VlmJudge(base_url=server.url, model="m", template_file=str(path))
+    assert judge(images=imgs(1), prompts=["a red cube"]).scores.tolist() == pytest.approx([0.8])
+    sent = server.requests[0]["messages"][0]["content"][1]["text"]
+    assert sent == text.replace("{prompt}", "a red cube")  # other braces kept as written
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    assert judge.template_sha256 == sha and judge.version == f"2-m-tpl{sha[:12]}"
+    default = VlmJudge(base_url=server.url, model="m")
+    assert default.version != judge.version and default.version.startswith("2-m-tpl")
+
+    # The score-cache key sees the file's content, so an edited template never reuses old scores.
+    job = _RewardJob("vlm-judge", VlmJudge, {"template_file": str(path)}, optional=True)
+    first = job.key_identity
+    assert first == f"vlm-judge@2-tpl{sha[:12]}"
+    path.write_text(text + "Be strict.\n", encoding="utf-8")
+    assert job.key_identity != first
+
+    # No published template is known: every judge column is marked not comparable.
+    assert vlm_judge.PUBLISHED_TEMPLATES == {}
+    assert judge.comparability() == f"not comparable: custom/unknown template (sha256 {sha[:12]})"
+    assert default.comparability().startswith("not comparable: custom/unknown template")
+    # A template recorded as published would make the column comparable.
+    vlm_judge.PUBLISHED_TEMPLATES[sha] = "test"
+    try:
+        assert judge.comparability() == "official"
+    finally:
+        vlm_judge.PUBLISHED_TEMPLATES.pop(sha)
+
+    with pytest.raises(ConfigError, match="does not exist"):
+        VlmJudge(template_file=str(tmp_path / "nope.txt"))
+    (tmp_path / "bad.txt").write_text("rate this image", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad.txt' must contain the placeholder \{prompt\}"):
+        VlmJudge(template_file=str(tmp_path / "bad.txt"))

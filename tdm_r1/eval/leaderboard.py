@@ -15,6 +15,11 @@ Deltas are paired (``tdm_r1.eval.paired``): both runs' per-sample values are mat
 key and the delta comes with a paired 95% CI and whether that CI excludes 0. Runs that cannot be
 paired (no per-sample file, other suite version, other sample set) give an ``unpaired`` delta
 with the reason and no CI.
+
+Provenance (``tdm_r1.eval.provenance``): each measured entry has, per benchmark, a
+``<benchmark>:protocol`` column (``official`` / ``approximate: <why>`` / toy world) and a
+``<benchmark>:protocol_detail`` column (reward backends and engines, detector scale, template
+hash, images per prompt), shown in every section of the Markdown table.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import pandas as pd
 from tdm_r1.errors import ConfigError
 from tdm_r1.eval.benchmark import GENEVAL_TASKS
 from tdm_r1.eval.paired import run_delta
+from tdm_r1.eval.provenance import combine, from_meta, markdown_details, protocol_column, protocol_status
 from tdm_r1.eval.results import read_meta, read_summaries
 from tdm_r1.paths import results_dir as default_results_dir
 
@@ -175,8 +181,14 @@ def _measured(root: Path) -> tuple[list[dict[str, Any]], dict[str, bool], dict[s
                 "_versions": set(),
                 "_limits": set(),
                 "_meta": {},
+                "_protocol": {},
             },
         )
+        status, detail = str(row.protocol_status or ""), str(row.protocol or "")
+        if not status:  # a result file written before the protocol columns existed
+            rebuilt = from_meta(meta, str(row.reward))
+            status, detail = rebuilt.status, rebuilt.detail
+        entry["_protocol"].setdefault(bench, []).append((status, detail))
         entry["_versions"].add(str(row.tdmbench_version))
         if meta.get("limit") is not None:
             entry["_limits"].add(f"{bench}: --limit {meta['limit']}")
@@ -203,6 +215,9 @@ def _measured(root: Path) -> tuple[list[dict[str, Any]], dict[str, bool], dict[s
         e["few_step_base"] = rel.get("few_step_base") or ""
         e["baseline"] = rel.get("baseline") or ""
         e["in_domain"] = ";".join(rel.get("in_domain") or [])
+        for bench, found in e.pop("_protocol").items():
+            e[protocol_column(bench)] = combine(s for s, _ in found)
+            e[protocol_column(bench, detail=True)] = " | ".join(dict.fromkeys(d for _, d in found if d))
         out.append(e)
     return out, directions, in_domain, ci
 
@@ -253,7 +268,8 @@ def build(root: Path | None = None, published: Path | None = None) -> Leaderboar
     reported, dir_r, sources = _reported(load_published(published or published_path(root)))
     directions = {**dir_r, **dir_m}
     metrics = sorted(directions, key=_column_key)
-    table = pd.DataFrame(measured + reported, columns=[*ENTRY_COLUMNS, *metrics])
+    protocols = [protocol_column(b, detail=d) for b in benchmarks_of(metrics) for d in (False, True)]
+    table = pd.DataFrame(measured + reported, columns=[*ENTRY_COLUMNS, *metrics, *protocols])
     table["nfe"] = pd.to_numeric(table["nfe"]).round().astype("Int64")
     return Leaderboard(
         table=table.reset_index(drop=True),
@@ -358,7 +374,9 @@ def to_markdown(lb: Leaderboard) -> str:
         "reported entries are never merged. ↑/↓: higher/lower is better. ★: the in-domain metric of an RL "
         "model (a reward it was trained on). Deltas are paired (same prompts and seeds): **significantly "
         "better/worse** when their paired 95% CI excludes 0; a delta whose CI includes 0 is not significant "
-        "and is no win. Do not edit by hand.",
+        "and is no win. Protocol: whether a measured row follows the protocol of the published numbers "
+        "(`official`), or how it differs (`approximate: <why>`); toy-world rows are not comparable to "
+        "published ones. Do not edit by hand.",
         "",
     ]
     for bench in benchmarks_of(lb.metrics):
@@ -373,18 +391,20 @@ def to_markdown(lb: Leaderboard) -> str:
             "kind",
             *[f"{split_column(c)[1]} {arrow(lb.higher_is_better[c])}" for c in cols],
         ]
-        header.append("source")
+        header += ["source", "protocol"]
         lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join(["---", "---:", "---"] + ["---:"] * len(cols) + ["---"]) + "|")
+        lines.append("|" + "|".join(["---", "---:", "---"] + ["---:"] * len(cols) + ["---", "---"]) + "|")
         for _, r in rows.iterrows():
             marked = set(lb.in_domain.get(r["model"], [])) if r["kind"] == "measured" else set()
             pub = r["kind"] == "reported"
             cells = [fmt(r[c], as_published=pub) + (" ★" if c in marked and fmt(r[c]) else "") for c in cols]
             src = r["source"] if r["kind"] == "measured" else f"[{source_ids[r['source']]}]"
+            status = protocol_status(r, bench)
             lines.append(
-                "| " + " | ".join([str(r["model"]), fmt_nfe(r["nfe"]), r["kind"], *cells, src]) + " |"
+                "| " + " | ".join([str(r["model"]), fmt_nfe(r["nfe"]), r["kind"], *cells, src, status]) + " |"
             )
         lines.append("")
+        lines += markdown_details(rows, bench)
         d = lb.deltas[lb.deltas["benchmark"] == bench]
         if len(d):
             lines += [

@@ -6,6 +6,8 @@
     results/<benchmark>/<model>.meta.json        tdmbench version, model config, rewards (committed)
     results/<benchmark>/<model>.samples.parquet  one row per image x reward (not committed)
     results/<benchmark>/<model>.scores.csv       per-sample metric values, for paired deltas (committed)
+    results/<benchmark>/<model>.geneval_results.jsonl  GenEval suites: the official per-image results
+                                                 format (summary_scores.py reads it; not committed)
     results/<benchmark>/partial/<model>.limit<N>.*  a ``--limit N`` run: the same files, kept
                                                  apart so that a partial run never replaces a full
                                                  one (the leaderboard reads only full runs)
@@ -47,7 +49,11 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "benchmark_version",
     "tdmbench_version",
     "model_config_hash",
+    "protocol",
+    "protocol_status",
 )
+#: Provenance columns (``tdm_r1.eval.provenance``); files written before them are read with "".
+PROTOCOL_COLUMNS: tuple[str, ...] = ("protocol", "protocol_status")
 
 #: Columns of the per-sample parquet, in order.
 SAMPLE_COLUMNS: tuple[str, ...] = (
@@ -89,6 +95,7 @@ class RunFiles:
     meta: Path
     samples: Path
     scores: Path
+    geneval_results: Path
 
 
 def run_files(benchmark: str, model: str, root: Path | None = None, *, limit: int | None = None) -> RunFiles:
@@ -103,6 +110,7 @@ def run_files(benchmark: str, model: str, root: Path | None = None, *, limit: in
         meta=folder / f"{stem}.meta.json",
         samples=folder / f"{stem}.samples.parquet",
         scores=folder / f"{stem}{SCORES_SUFFIX}",
+        geneval_results=folder / f"{stem}.geneval_results.jsonl",
     )
 
 
@@ -116,7 +124,7 @@ def summary_csv_text(summary: pd.DataFrame) -> str:
 
 
 def write_run(files: RunFiles, summary: pd.DataFrame, samples: pd.DataFrame, meta: dict[str, Any]) -> None:
-    """Write the four files atomically (samples first, the summary CSV last)."""
+    """Write the run's files atomically (samples first, the summary CSV last)."""
     from tdm_r1.eval.paired import sample_values
 
     files.csv.parent.mkdir(parents=True, exist_ok=True)
@@ -129,6 +137,11 @@ def write_run(files: RunFiles, summary: pd.DataFrame, samples: pd.DataFrame, met
         Path(tmp).unlink(missing_ok=True)
     values = sample_values(samples, meta.get("benchmark", {}))
     atomic_write_text(files.scores, values.to_csv(index=False, lineterminator="\n"))
+    geneval = [r["metric"] for r in meta.get("rewards", []) if r.get("aggregate") == "geneval"]
+    if geneval:  # the official GenEval results JSONL, for summary_scores.py
+        from tdm_r1.eval.geneval_official import records_from_samples, write_results_jsonl
+
+        write_results_jsonl(files.geneval_results, records_from_samples(samples, geneval[0]))
     atomic_write_text(files.meta, json.dumps(json.loads(stable_json(meta)), indent=2, sort_keys=True) + "\n")
     atomic_write_text(files.csv, summary_csv_text(summary))
 
@@ -163,10 +176,13 @@ def read_summaries(root: Path | None = None) -> pd.DataFrame:
                 ):
                     partial[stem] = (n, path)
             for path in full + [p for _, p in sorted(partial.values(), key=lambda x: x[1])]:
-                df = pd.read_csv(
-                    path, dtype={"reward_version": str, "benchmark_version": str, "model_config_hash": str}
+                text = dict.fromkeys(
+                    ("reward_version", "benchmark_version", "model_config_hash", *PROTOCOL_COLUMNS), str
                 )
-                if set(SUMMARY_COLUMNS) <= set(df.columns):
+                df = pd.read_csv(path, dtype=text)
+                if set(SUMMARY_COLUMNS) - set(PROTOCOL_COLUMNS) <= set(df.columns):
+                    for col in PROTOCOL_COLUMNS:
+                        df[col] = df[col].fillna("") if col in df.columns else ""
                     frames.append(df.loc[:, list(SUMMARY_COLUMNS)])
     if not frames:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))

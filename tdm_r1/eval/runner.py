@@ -171,8 +171,11 @@ class _RewardJob:
 
     @property
     def key_identity(self) -> str:
-        """Reward identity in score keys, known without building the reward (class version)."""
-        return f"{self.name}@{getattr(self.cls, 'version', '')}"
+        """Reward identity in score keys, known without building the reward: the class version, or
+        ``cls.key_version(options)`` where the identity depends on more than the options (files)."""
+        key_version = getattr(self.cls, "key_version", None)
+        version = key_version(self.options) if callable(key_version) else getattr(self.cls, "version", "")
+        return f"{self.name}@{version}"
 
     @property
     def higher_is_better(self) -> bool:
@@ -617,12 +620,15 @@ def summarize(
     import pandas as pd
 
     from tdm_r1.eval.aggregate import geneval_stats, mean_ci
+    from tdm_r1.eval.provenance import describe
     from tdm_r1.eval.results import SUMMARY_COLUMNS
 
     out = []
     for _role, use in uses:
         sub = samples[samples["metric"] == use.metric]
         versions = "|".join(sorted(set(sub["reward_version"]))) if len(sub) else ""
+        found = [(use.name, v, use.options) for v in sorted(set(sub["reward_version"]))]
+        protocol = describe(bench.to_dict(), found, int(sub["prompt_id"].nunique()))
         if use.aggregate == "geneval":
             correct, tags = [], []
             for score, details, metadata in zip(sub["score"], sub["details"], sub["metadata"], strict=True):
@@ -649,6 +655,8 @@ def summarize(
                     "benchmark_version": bench.version,
                     "tdmbench_version": __version__,
                     "model_config_hash": config_hash,
+                    "protocol": protocol.detail,
+                    "protocol_status": protocol.status,
                 }
             )
     return pd.DataFrame(out, columns=list(SUMMARY_COLUMNS))
