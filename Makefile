@@ -36,15 +36,18 @@ format: setup
 # The official GenEval detector (mmdet) end to end, in its own venv: mmcv 2.1.0 compiles from source
 # (~10 min on 2 free cores; docs/geneval-mmdet.md). Not part of `make test` / CI. MAX_JOBS=1 and
 # `nice` keep it from starving other work on a shared machine; raise MAX_JOBS on a free one.
+# torch 2.13.0 (CPU), not the main venv's 2.14.1: mmcv 2.1.0 compiles as C++17 and torch 2.14's
+# headers need C++20 ("C++20 or later compatible compiler is required to use ATen"). No `clip`
+# extra: it pulls torchvision, which needs torch 2.14.1 here; the colour classifier uses transformers.
 MMDET_VENV ?= .venv-mmdet
 MAX_JOBS ?= 1
 $(MMDET_VENV)/.installed: pyproject.toml
 	python3 -m venv $(MMDET_VENV)
 	$(MMDET_VENV)/bin/python -m pip install -q -U pip
-	$(MMDET_VENV)/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(MMDET_VENV)/bin/python -m pip install -q torch==2.13.0
 	$(MMDET_VENV)/bin/python -m pip install -q 'setuptools<70' wheel
 	MAX_JOBS=$(MAX_JOBS) nice -n 19 $(MMDET_VENV)/bin/python -m pip install --no-build-isolation mmcv==2.1.0
-	$(MMDET_VENV)/bin/python -m pip install -q -e '.[mmdet,clip,dev]'
+	$(MMDET_VENV)/bin/python -m pip install -q -e '.[mmdet,dev]'
 	touch $@
 
 test-mmdet: $(MMDET_VENV)/.installed

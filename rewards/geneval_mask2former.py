@@ -228,17 +228,20 @@ class Mask2FormerDetector:
         x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
         x = F.pad((x - mean) / std, (0, pad_w - new_w, 0, pad_h - new_h))  # (B,3,pad_h,pad_w)
         outputs = self.model(pixel_values=x.to(self.device))
-        # mask logits (B,Q,pad_h/4,pad_w/4) -> padded input -> resized image -> image resolution
-        masks = F.interpolate(
-            outputs.masks_queries_logits, size=(pad_h, pad_w), mode="bilinear", align_corners=False
-        )
-        masks = F.interpolate(
-            masks[..., :new_h, :new_w], size=(height, width), mode="bilinear", align_corners=False
-        )
-        return [
-            instance_postprocess(outputs.class_queries_logits[i], masks[i], self.min_score)
-            for i in range(batch.shape[0])
-        ]
+        results = []
+        for i in range(batch.shape[0]):  # one image at a time: Q masks at 800 px are ~256 MB
+            # mask logits (Q,pad_h/4,pad_w/4) -> padded input -> resized image -> image resolution
+            masks = F.interpolate(
+                outputs.masks_queries_logits[i : i + 1],
+                size=(pad_h, pad_w),
+                mode="bilinear",
+                align_corners=False,
+            )
+            masks = F.interpolate(
+                masks[..., :new_h, :new_w], size=(height, width), mode="bilinear", align_corners=False
+            )
+            results.append(instance_postprocess(outputs.class_queries_logits[i], masks[0], self.min_score))
+        return results
 
     def _detections(self, pil: Any, meta: dict[str, Any], res: dict[str, Any]) -> list[Detection]:
         segments = res["segments_info"]

@@ -134,7 +134,10 @@ def describe(
     name = str(bench.get("name", ""))
     per_prompt = int(bench.get("images_per_prompt", 1) or 1)
     total = (bench.get("prompts") or {}).get("count")
-    detail = [f"images/prompt={per_prompt}", f"prompts={n_prompts}/{total if total is not None else '?'}"]
+    detail = [
+        f"images/prompt={per_prompt}",
+        f"prompts={n_prompts}" + (f"/{total}" if total is not None else ""),
+    ]
     why: list[str] = []
     for reward, version, options in rewards:
         fields, deviations = reward_protocol(_canonical(reward), version, options)
