@@ -33,6 +33,21 @@ CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
 _BICUBIC = 3  # PIL.Image.Resampling.BICUBIC, as stored in HF image processor configs
 
 
+def _as_uint8_grid(images: torch.Tensor, device: torch.device | None) -> tuple[torch.Tensor, torch.device]:
+    """(N,3,H,W) in [0,1] quantised to the uint8 grid (as PIL-based reference pipelines see it) on ``device``."""
+    check_images(images)
+    device = device if device is not None else images.device
+    return from_uint8_nhwc(to_uint8_nhwc(images)).to(device), device
+
+
+def _normalise(
+    x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype
+) -> torch.Tensor:
+    m = torch.tensor(mean, device=x.device).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device).view(1, 3, 1, 1)
+    return ((x - m) / s).to(dtype)
+
+
 @dataclass(frozen=True)
 class ImagePreprocess:
     """Resize shorter side to ``size`` (bicubic, antialiased), centre-crop ``crop``, normalise.
@@ -52,14 +67,9 @@ class ImagePreprocess:
         self, images: torch.Tensor, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:
         """(N,3,H,W) float in [0,1] -> (N,3,crop,crop) normalised ``dtype`` on ``device``."""
-        check_images(images)
-        device = device if device is not None else images.device
-        x = from_uint8_nhwc(to_uint8_nhwc(images)).to(device)
+        x, device = _as_uint8_grid(images, device)
         x = resize_shorter_side(x, self.size).clamp_(0.0, 1.0)
-        x = center_crop(x, self.crop)
-        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
-        return ((x - mean) / std).to(dtype)
+        return _normalise(center_crop(x, self.crop), self.mean, self.std, dtype)
 
     @classmethod
     def from_hf(cls, image_processor: Any) -> ImagePreprocess:
@@ -145,13 +155,8 @@ class LetterboxPreprocess:
         self, images: torch.Tensor, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
     ) -> torch.Tensor:
         """(N,3,H,W) float in [0,1] -> (N,3,size,size) normalised ``dtype`` on ``device``."""
-        check_images(images)
-        device = device if device is not None else images.device
-        x = from_uint8_nhwc(to_uint8_nhwc(images)).to(device)
-        x = letterbox(x, self.size)
-        mean = torch.tensor(self.mean, device=device).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=device).view(1, 3, 1, 1)
-        return ((x - mean) / std).to(dtype)
+        x, device = _as_uint8_grid(images, device)
+        return _normalise(letterbox(x, self.size), self.mean, self.std, dtype)
 
 
 def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:

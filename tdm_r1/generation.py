@@ -241,14 +241,7 @@ def generate_to_dir(
                     "image_index": job.image_index,
                     "seed": job.seed,
                     "base_seed": seed,
-                    "model": model_name,
-                    "model_identity": identity,
-                    "steps": spec.steps,
-                    "guidance": spec.guidance,
-                    "solver": spec.solver,
-                    "shift": spec.shift,
-                    "height": spec.height,
-                    "width": spec.width,
+                    **run,
                     "nfe": nfe,
                 }
                 meta.write(json.dumps(row, ensure_ascii=False) + "\n")
