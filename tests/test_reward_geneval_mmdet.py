@@ -54,8 +54,17 @@ def clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def images() -> torch.Tensor:
-    """(2, 3, 64, 64) rendered toy scenes."""
-    arr = render_batch([RED_CAR, TWO_DOGS], seed=0)
+    """(2, 3, 64, 64) rendered toy scenes (a red circle, two squares): the detector has random
+    weights, so what is drawn only has to be an image; the COCO metadata goes to the reward."""
+    toy = [
+        {
+            "tag": "colors",
+            "include": [{"class": "circle", "count": 1, "color": "red"}],
+            "prompt": "a red circle",
+        },
+        {"tag": "counting", "include": [{"class": "square", "count": 2}], "prompt": "two squares"},
+    ]
+    arr = render_batch(toy, seed=0)
     return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 255.0
 
 
