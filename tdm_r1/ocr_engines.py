@@ -7,7 +7,6 @@ processes start quickly: a worker imports only this module, numpy and its OCR en
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.metadata
 import logging
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from tdm_r1.data import sha256_of
 from tdm_r1.deps import require
 from tdm_r1.errors import ConfigError
 
@@ -45,18 +45,10 @@ class OcrEngine(Protocol):
 RAPIDOCR_DET_DEFAULTS: dict[str, Any] = {"limit_side_len": 960, "limit_type": "max"}
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 @functools.lru_cache(maxsize=16)
 def _file_identity(path: str) -> dict[str, str]:
     """``{"file": <name>, "sha256": <hex>}`` of a model file (hashed once per process)."""
-    return {"file": Path(path).name, "sha256": _sha256_file(Path(path))}
+    return {"file": Path(path).name, "sha256": sha256_of(Path(path))}
 
 
 def _package_version(name: str) -> str:

@@ -16,7 +16,6 @@ weights, whose numbers are then not the published model's). Hub downloads use
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from dataclasses import dataclass
@@ -120,11 +119,9 @@ def file_sha256(path: Path) -> str:
     stat = path.stat()
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     if key not in _HASHES:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _HASHES[key] = h.hexdigest()
+        from tdm_r1.data import sha256_of
+
+        _HASHES[key] = sha256_of(path)
     return _HASHES[key]
 
 
