@@ -524,10 +524,9 @@ class Trainer:
         groups: torch.Tensor,
         micro: int,
         j: int,
-        blk: int | None = None,
+        blk: int,
     ) -> dict[str, float]:
         """Generator step at boundary j; the surrogate's reward query is shared by a group (keyed by block)."""
-        blk = micro if blk is None else blk
         a, m, cfg = self.adapter, self.cfg.method, self.cfg
         x_t, s_t, s_n, s_model = self._boundary(lat, j)
         v = a.velocity(x_t, s_model, cond, role=GEN).float()
