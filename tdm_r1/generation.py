@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tdm_r1.errors import ConfigError
-from tdm_r1.sampling import derive_seed
+from tdm_r1.seeds import derive_seed
 
 if TYPE_CHECKING:
     from tdm_r1.models.adapter import FlowAdapter

@@ -24,7 +24,8 @@ import torch
 from torch import nn
 
 from tdm_r1.errors import ConfigError, ShapeError, TdmError
-from tdm_r1.sampling import FlowSchedule, calculate_shift, flow_schedule, sample
+from tdm_r1.sampling import sample
+from tdm_r1.schedule import FlowSchedule, calculate_shift, flow_schedule
 
 log = logging.getLogger(__name__)
 

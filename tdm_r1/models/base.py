@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from tdm_r1.errors import ConfigError, MissingWeightsError
 from tdm_r1.paths import offline
-from tdm_r1.sampling import SOLVERS, SPACINGS, count_passes
+from tdm_r1.schedule import SOLVERS, SPACINGS, count_passes
 from tdm_r1.weights import WeightFile
 
 if TYPE_CHECKING:
