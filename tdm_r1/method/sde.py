@@ -130,7 +130,7 @@ def gaussian_log_prob(
     d = x_next.detach().float() - mean
     std = std.float()
     elem = -(d**2) / (2 * std**2) - torch.log(std) - _HALF_LOG_2PI
-    return _reduce(elem.expand_as(d), reduction)
+    return _reduce(elem, reduction)
 
 
 def cps_log_prob(x_next: torch.Tensor, mean: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
