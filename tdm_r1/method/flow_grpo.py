@@ -96,6 +96,18 @@ FLOW_GRPO_SD35M: dict[str, FlowGrpoHParams] = {
         sde_window_range=(0, 5),
         guidance=1.0,
     ),
+    # pickscore_sd3_fast_nocfg: the same with 64 groups of 18
+    "pickscore-fast-nocfg": FlowGrpoHParams(
+        noise_level=0.8,
+        sde="cps",
+        clip_range=1e-5,
+        beta_kl=0.0,
+        sde_window=3,
+        sde_window_range=(0, 5),
+        guidance=1.0,
+        group_size=18,
+        groups_per_epoch=64,
+    ),
 }
 
 
