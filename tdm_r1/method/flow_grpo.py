@@ -22,7 +22,7 @@ accumulating one backward per step); means are (N, C, h, w) or (N, T, C, h, w).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -80,6 +80,16 @@ class FlowGrpoHParams:
             raise ValueError(f"FlowGrpoHParams.clip_range must be > 0, got {self.clip_range}")
 
 
+_GENEVAL_FAST = FlowGrpoHParams(
+    noise_level=0.8,
+    sde="cps",
+    clip_range=1e-5,
+    beta_kl=0.0,
+    sde_window=3,
+    sde_window_range=(0, 5),
+    guidance=1.0,
+)
+
 #: SD3.5-M presets by reward (section 2.3 beta values; section 2.6 for the Fast no-CFG recipe).
 FLOW_GRPO_SD35M: dict[str, FlowGrpoHParams] = {
     "geneval": FlowGrpoHParams(beta_kl=0.04),
@@ -87,27 +97,9 @@ FLOW_GRPO_SD35M: dict[str, FlowGrpoHParams] = {
     "pickscore": FlowGrpoHParams(beta_kl=0.01),
     "clipscore": FlowGrpoHParams(beta_kl=0.02),
     # geneval_sd3_fast_nocfg: CPS, a = 0.8, window 3 in steps [0, 5), clip 1e-5, beta 0, guidance 1
-    "geneval-fast-nocfg": FlowGrpoHParams(
-        noise_level=0.8,
-        sde="cps",
-        clip_range=1e-5,
-        beta_kl=0.0,
-        sde_window=3,
-        sde_window_range=(0, 5),
-        guidance=1.0,
-    ),
+    "geneval-fast-nocfg": _GENEVAL_FAST,
     # pickscore_sd3_fast_nocfg: the same with 64 groups of 18
-    "pickscore-fast-nocfg": FlowGrpoHParams(
-        noise_level=0.8,
-        sde="cps",
-        clip_range=1e-5,
-        beta_kl=0.0,
-        sde_window=3,
-        sde_window_range=(0, 5),
-        guidance=1.0,
-        group_size=18,
-        groups_per_epoch=64,
-    ),
+    "pickscore-fast-nocfg": replace(_GENEVAL_FAST, group_size=18, groups_per_epoch=64),
 }
 
 
