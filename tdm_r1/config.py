@@ -73,6 +73,21 @@ def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def overlay(cls: type, base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """``update`` on top of ``base``, two config trees of dataclass ``cls``: a nested dataclass
+    section (``model:``, ``method:``) merges key by key; any other value, mappings such as
+    ``rewards`` included, is replaced whole (a child preset's rewards are not added to its base's)."""
+    hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    out = dict(base)
+    for key, value in update.items():
+        tp = hints.get(key)
+        if dataclasses.is_dataclass(tp) and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = overlay(tp, out[key], value)  # type: ignore[arg-type]
+        else:
+            out[key] = value
+    return out
+
+
 def load_config(
     cls: type[C],
     *,

@@ -94,6 +94,55 @@ def test_cli_eval_prints_and_writes(kit: Kit) -> None:
     assert list(pd.read_csv(run_files("kit-bright", "kit-4step", kit.results).csv).columns) == CONTRACT
 
 
+def test_a_preset_object_is_evaluated_and_never_registered(kit: Kit) -> None:
+    """``evaluate(preset)``: results under the preset's own name, the same numbers, no registry entry."""
+    import dataclasses
+
+    r1 = next(p for p in MODEL_PRESETS if p.name == "kit-r1")
+    evaluate("kit-r1", ["kit-bright"], progress=False)
+    mine = dataclasses.replace(r1, name="my-run-model")
+    got = evaluate(mine, ["kit-bright"], progress=False)
+    assert "my-run-model" not in MODELS
+    assert (
+        got[0].files is not None
+        and got[0].files.csv == run_files("kit-bright", "my-run-model", kit.results).csv
+    )
+    one = pd.read_csv(run_files("kit-bright", "kit-r1", kit.results).csv)
+    two = pd.read_csv(got[0].files.csv)
+    assert two["mean"].tolist() == one["mean"].tolist() and set(two["model"]) == {"my-run-model"}
+    assert got[0].meta["model"]["few_step_base"] == "kit-4step"  # relations come from the object
+
+
+def test_cli_eval_takes_a_run_folder(kit: Kit, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``tdmbench eval --model runs/<name>/final`` (and ``runs/<name>``): the run's preset.json,
+    unregistered, results under its name with its relations; loading is the kit's stand-in."""
+    import dataclasses
+
+    from evalkit import KitAdapter, KitPreset
+
+    from tdm_r1.models.base import ModelPreset, save_preset_file
+
+    preset = dataclasses.replace(
+        MODELS.get("toy-4step"), name="myrun-model", kind="rl", few_step_base="toy-4step", in_domain=("ocr",)
+    )
+    monkeypatch.chdir(tmp_path)
+    save_preset_file(preset, Path("runs/myrun/final/preset.json"))
+    stand_in = KitPreset("myrun-model", nfe=4, kind="rl", brightness=0.55)
+    monkeypatch.setattr(ModelPreset, "load", lambda self, device=None, **kw: KitAdapter(stand_in, device))
+    args = ["eval", "--model", "runs/myrun/final", "--benchmark", "kit-bright", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "10 images generated, 0 from cache" in result.output
+    assert "myrun-model" not in MODELS
+    meta = json.loads(run_files("kit-bright", "myrun-model", kit.results).meta.read_text())
+    assert meta["model"]["name"] == "myrun-model" and meta["model"]["kind"] == "rl"
+    assert meta["model"]["few_step_base"] == "toy-4step" and meta["model"]["in_domain"] == ["ocr"]
+    # the run folder itself names the same model: same identity, everything from the cache
+    result = CliRunner().invoke(app, [*args[:2], "runs/myrun", *args[3:]])
+    assert result.exit_code == 0, result.output
+    assert "0 images generated, 10 from cache" in result.output
+
+
 def test_a_killed_generation_resumes_and_loses_nothing(
     kit: Kit, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -239,3 +288,23 @@ def test_the_runner_uses_the_accelerator_and_matches_the_cpu(kit: Kit, tmp_path:
         progress=False,
     )
     assert _csvs(kit.results) == _csvs(tmp_path / "cpu")
+
+
+@pytest.mark.slow
+def test_a_real_run_folder_loads_its_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The real load path: a run folder holding toy-4step's preset gives toy-4step's images and numbers."""
+    import dataclasses
+
+    from tdm_r1.models.base import save_preset_file
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TDMBENCH_CACHE", str(tmp_path / "cache"))
+    save_preset_file(
+        dataclasses.replace(MODELS.get("toy-4step"), name="copy"), Path("runs/copy/final/preset.json")
+    )
+    kw = dict(limit=1, device="cpu", progress=False, results_root=tmp_path / "results")
+    ours = evaluate("runs/copy/final", ["toy-geneval"], **kw)[0]
+    theirs = evaluate("toy-4step", ["toy-geneval"], **kw)[0]
+    assert "copy" not in MODELS and ours.model == "copy"
+    assert ours.samples["image_sha256"].tolist() == theirs.samples["image_sha256"].tolist()
+    assert ours.summary["mean"].tolist() == theirs.summary["mean"].tolist()

@@ -189,7 +189,7 @@ def test_template_file_is_sent_and_its_hash_is_the_identity(server: ScriptedServ
     import hashlib
 
     from tdm_r1.errors import ConfigError
-    from tdm_r1.eval.runner import _RewardJob
+    from tdm_r1.eval.reward_jobs import RewardJob
     from tdm_r1.rewards import vlm_judge
 
     text = 'Rate {prompt} on {"scale": "1-5"}. End with "Final Score: X".\n'
@@ -206,7 +206,7 @@ def test_template_file_is_sent_and_its_hash_is_the_identity(server: ScriptedServ
     assert default.version != judge.version and default.version.startswith("2-m-tpl")
 
     # The score-cache key sees the file's content, so an edited template never reuses old scores.
-    job = _RewardJob("vlm-judge", VlmJudge, {"template_file": str(path)}, optional=True)
+    job = RewardJob("vlm-judge", VlmJudge, {"template_file": str(path)}, optional=True)
     first = job.key_identity
     assert first == f"vlm-judge@2-tpl{sha[:12]}"
     path.write_text(text + "Be strict.\n", encoding="utf-8")

@@ -1,21 +1,38 @@
-"""Every shipped training preset loads strictly and divides over its intended process count."""
+"""Shipped training presets: strict loading, their process counts, and the ``base:`` mechanism."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from tdm_r1.config import to_dict
 from tdm_r1.errors import ConfigError
 from tdm_r1.train.config import PRESETS_DIR, check_world, load_train_config, resolve_config_path
 
 PRESETS = sorted(PRESETS_DIR.glob("*.yaml"))
+#: Every preset's resolved config before presets became differences from the defaults.
+BEFORE = json.loads((Path(__file__).parent / "golden" / "presets_resolved.json").read_text())
+#: The 8-GPU files became one recipe per reward (the process count is the launcher's); the rest kept their names.
+RENAMED = {f"sd3.5m-{r}-8gpu": f"sd3.5m-{r}" for r in ("ocr", "geneval", "hps", "imagereward")}
+
+
+@pytest.mark.parametrize("old", sorted(BEFORE))
+def test_every_preset_resolves_to_the_config_it_had(old: str) -> None:
+    new = RENAMED.get(old, old)
+    got = to_dict(load_train_config(new))
+    want = dict(BEFORE[old], name=new) if old in RENAMED else BEFORE[old]
+    assert got == want
+    assert sorted(p.stem for p in PRESETS) == sorted(RENAMED.get(n, n) for n in BEFORE)
 
 
 @pytest.mark.parametrize("path", PRESETS, ids=lambda p: p.stem)
 def test_shipped_presets_load(path: Path) -> None:
     cfg = load_train_config(path)
-    check_world(cfg, 8 if "8gpu" in path.stem else 1)
+    check_world(cfg, 1)
+    if path.stem.startswith("sd3.5m") and not path.stem.endswith("-1gpu"):
+        check_world(cfg, 8)  # the public recipes on 8 GPUs
     if cfg.rewards:
         assert cfg.rollout.group_size >= 2
     if path.stem.startswith("sd3.5m"):
@@ -26,7 +43,7 @@ def test_shipped_presets_load(path: Path) -> None:
 
 
 def test_public_ocr_and_geneval_knobs() -> None:
-    ocr = load_train_config("sd3.5m-ocr-8gpu")
+    ocr = load_train_config("sd3.5m-ocr")
     assert (ocr.method.beta_dpo, ocr.method.rl_cfg, ocr.method.t_min_dgpo, ocr.method.trunc_steps) == (
         10,
         4.5,
@@ -34,10 +51,12 @@ def test_public_ocr_and_geneval_knobs() -> None:
         4,
     )
     assert ocr.samples_per_epoch == 48 * 24 == 1152
-    gen = load_train_config("sd3.5m-geneval-8gpu")
+    gen = load_train_config("sd3.5m-geneval")
     assert (gen.method.beta_dpo, gen.method.rl_cfg, gen.method.t_min_dgpo_reward) == (1, 2.5, 550)
-    ir = load_train_config("sd3.5m-imagereward-8gpu")
+    ir = load_train_config("sd3.5m-imagereward")
     assert ir.method.trunc_steps == 2 and ir.method.clip_range == 2e-3
+    one = load_train_config("sd3.5m-geneval-1gpu")  # the recipe with a one-card batch
+    assert (one.samples_per_epoch, one.method.micro_batch, one.method.rl_cfg) == (192, 6, 2.5)
 
 
 def test_preset_names_resolve_with_did_you_mean() -> None:
@@ -45,3 +64,27 @@ def test_preset_names_resolve_with_did_you_mean() -> None:
     assert resolve_config_path("toy-ocr").name == "toy-ocr.yaml"
     with pytest.raises(ConfigError, match="Did you mean toy-ocr"):
         resolve_config_path("toy-orc")
+
+
+def test_a_base_chain_overlays_sections_and_replaces_values(tmp_path: Path) -> None:
+    (tmp_path / "mine.yaml").write_text(
+        "base: toy-geneval\nname: mine\nrewards: {ocr: 1.0}\nmethod: {beta_dpo: 3.0}\n"
+    )
+    (tmp_path / "child.yaml").write_text("base: mine\nrollout: {group_size: 4}\n")
+    cfg = load_train_config(tmp_path / "child.yaml", overrides=["method.rl_cfg=1.5"])
+    geneval = load_train_config("toy-geneval")
+    assert cfg.name == "mine" and cfg.rewards == {"ocr": 1.0}  # a mapping value is replaced, not merged
+    assert cfg.method.beta_dpo == 3.0 and cfg.method.rl_cfg == 1.5  # --set wins over the chain
+    assert cfg.method.t_min_dgpo_reward == geneval.method.t_min_dgpo_reward == 550  # from toy-geneval
+    assert cfg.model.lora_targets == geneval.model.lora_targets  # from toy-r1, two levels up
+    assert (cfg.rollout.group_size, cfg.rollout.prompts_per_epoch) == (4, 8)
+
+
+def test_a_looping_or_missing_base_is_a_clean_error(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text("base: b\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"loops \(a.yaml -> b.yaml -> a.yaml\)"):
+        load_train_config(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: toy-orc\n")
+    with pytest.raises(ConfigError, match="Did you mean toy-ocr"):
+        load_train_config(tmp_path / "c.yaml")

@@ -1,6 +1,8 @@
-"""``tdmbench eval --num-processes N``: start N evaluation processes on this machine.
+"""``tdmbench eval|train|distill --num-processes N``: start N processes of a command on this machine.
 
-The processes are started with ``torch.distributed.run`` (what ``accelerate launch`` uses for
+The caller gives the child argv from one source (``tdm_r1.cli.relaunch``: the command's own
+parsed options for ``eval``; ``train --config <run>/config.yaml`` for training). The processes are
+started with ``torch.distributed.run`` (what ``accelerate launch`` uses for
 multi-process runs); inside each, accelerate's ``PartialState`` reads the rank and world size and
 opens the process group (gloo on CPU, NCCL on GPUs). ``accelerate launch -m tdm_r1.cli eval ...``
 works the same way for users who prefer accelerate's own configuration.

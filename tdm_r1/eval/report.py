@@ -23,16 +23,8 @@ import pandas as pd
 
 from tdm_r1 import __version__
 from tdm_r1.eval.cache import ImageCache, atomic_write_text
-from tdm_r1.eval.leaderboard import (
-    TITLES,
-    Leaderboard,
-    arrow,
-    benchmarks_of,
-    build,
-    fmt,
-    fmt_nfe,
-    split_column,
-)
+from tdm_r1.eval.leaderboard import Leaderboard, benchmarks_of, build, split_column
+from tdm_r1.eval.leaderboard_md import TITLES, arrow, fmt, fmt_nfe
 from tdm_r1.eval.provenance import protocol_column, protocol_status
 from tdm_r1.eval.results import NOT_BENCHMARKS
 from tdm_r1.paths import results_dir as default_results_dir

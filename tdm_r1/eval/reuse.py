@@ -19,9 +19,9 @@ log = logging.getLogger(__name__)
 
 def _reward_versions(bench: Any) -> dict[str, str]:
     """metric -> version string of the reward that scores it now (rewards are built: cheap for toys)."""
-    from tdm_r1.eval.runner import _plan_rewards
+    from tdm_r1.eval.reward_jobs import plan_rewards
 
-    jobs, _ = _plan_rewards([bench], {})
+    jobs, _ = plan_rewards([bench], {})
     out: dict[str, str] = {}
     for job in jobs:
         version = str(getattr(job.build("cpu"), "version", ""))
@@ -32,9 +32,9 @@ def _reward_versions(bench: Any) -> dict[str, str]:
 
 def reusable_result(model: str, benchmark: str, results_root: Path) -> tuple[bool, str]:
     """(True, why) when ``results/<benchmark>/<model>`` can stand for a new evaluation, else (False, why)."""
+    from tdm_r1.eval.model import EvalModel
     from tdm_r1.eval.results import run_files
-    from tdm_r1.eval.runner import _Model
-    from tdm_r1.registry import BENCHMARKS, MODELS
+    from tdm_r1.registry import BENCHMARKS
 
     files = run_files(benchmark, model, results_root)
     for path in (files.csv, files.meta, files.scores):
@@ -52,8 +52,7 @@ def reusable_result(model: str, benchmark: str, results_root: Path) -> tuple[boo
             False,
             f"the suite changed (version {meta.get('benchmark', {}).get('version')} -> {bench.version})",
         )
-    name = MODELS.canonical(model)
-    now = _Model(name, MODELS.get(name), None).config_hash()
+    now = EvalModel.of(model).config_hash()
     if meta.get("model", {}).get("config_hash") != now:
         return False, "the model's identity (preset or weights) changed"
     versions = _reward_versions(bench)

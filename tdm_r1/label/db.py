@@ -13,13 +13,13 @@ Tables:
 
 Every write is one ``BEGIN IMMEDIATE`` transaction: it is stored whole or not at all. SQLite's
 "readonly" / "locked" errors become :class:`ReadOnlyError` / :class:`LockedError` with the file
-name and what to do.
+name and what to do. Errors and returned records: ``tdm_r1.label.records``; export and import
+files: ``tdm_r1.label.transfer``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
@@ -27,26 +27,42 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tdm_r1.errors import TdmError
+from tdm_r1.label.records import (
+    LabelDBError,
+    LabelRow,
+    LockedError,
+    Rate,
+    ReadOnlyError,
+    RunMismatchError,
+    UnknownImageError,
+    content_id,
+    group_id,
+    image_mime,
+)
+from tdm_r1.label.transfer import EXPORT_COLUMNS
+
+__all__ = [
+    "EXPORT_COLUMNS",
+    "LABELS",
+    "LabelDB",
+    "LabelDBError",
+    "LabelRow",
+    "LockedError",
+    "Rate",
+    "ReadOnlyError",
+    "RunMismatchError",
+    "UnknownImageError",
+    "content_id",
+    "group_id",
+    "writable",
+]
 
 APP_ID = "tdmbench-likes"
 SCHEMA_VERSION = "1"
 LABELS = {"like": 1, "dislike": 0}
-EXPORT_COLUMNS = (
-    "id",
-    "image_id",
-    "group_id",
-    "prompt",
-    "rater",
-    "label",
-    "created",
-    "supersedes",
-    "client_id",
-)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -67,67 +83,6 @@ CREATE INDEX IF NOT EXISTS group_images_image ON group_images(image_id);
 """
 # The newest row of each (image, rater): SQLite returns the bare columns of the max(id) row.
 _CURRENT = "SELECT image_id, rater, label, max(id) AS id FROM labels GROUP BY image_id, rater"
-
-
-class LabelDBError(TdmError):
-    """The label database cannot be used as asked (the message says why and what to do)."""
-
-
-class ReadOnlyError(LabelDBError):
-    pass
-
-
-class LockedError(LabelDBError):
-    pass
-
-
-class UnknownImageError(LabelDBError, KeyError):
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class RunMismatchError(LabelDBError):
-    pass
-
-
-@dataclass(frozen=True)
-class LabelRow:
-    id: int
-    image_id: str
-    rater: str
-    label: int | None
-    supersedes: int | None
-    stored: bool  # False when the client_id was already stored (nothing written)
-
-
-@dataclass(frozen=True)
-class Rate:
-    """Like rate of one image over its raters' current labels."""
-
-    rate: float  # mean of the labels (NaN without any)
-    raters: int
-    likes: int
-
-    @property
-    def disagreement(self) -> float:
-        """Share of raters against the majority: 0 = unanimous, 0.5 = split."""
-        return min(self.likes, self.raters - self.likes) / self.raters if self.raters else float("nan")
-
-
-def content_id(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def group_id(prompt: str, image_ids: Iterable[str]) -> str:
-    return hashlib.sha256((prompt + "\0" + ",".join(sorted(image_ids))).encode()).hexdigest()[:32]
-
-
-def _mime(data: bytes) -> str:
-    if data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image/png"
-    if data.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    raise LabelDBError("only PNG and JPEG images can be registered (the bytes are neither)")
 
 
 class LabelDB:
@@ -215,7 +170,7 @@ class LabelDB:
         return LabelDBError(f"label database {self.path}: {exc}")
 
     @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         """One IMMEDIATE transaction: committed whole, or rolled back and nothing written."""
         if self.readonly:
             raise ReadOnlyError(f"label database {self.path} was opened read-only: nothing was written")
@@ -235,7 +190,8 @@ class LabelDB:
                     raise self._translate(exc) from exc
                 raise
 
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Rows of one read statement (SQLite errors become :class:`LabelDBError` s)."""
         try:
             return self._conn().execute(sql, args).fetchall()
         except sqlite3.Error as exc:
@@ -247,7 +203,7 @@ class LabelDB:
             conn.execute("PRAGMA journal_mode=WAL")
         except sqlite3.Error as exc:
             raise self._translate(exc) from exc
-        with self._write() as c:
+        with self.transaction() as c:
             for stmt in _SCHEMA.split(";"):
                 if stmt.strip():
                     c.execute(stmt)
@@ -279,7 +235,7 @@ class LabelDB:
             )
 
     def meta(self) -> dict[str, str]:
-        return {r["key"]: r["value"] for r in self._read("SELECT key, value FROM meta")}
+        return {r["key"]: r["value"] for r in self.query("SELECT key, value FROM meta")}
 
     @property
     def run(self) -> str:
@@ -293,12 +249,12 @@ class LabelDB:
                 "another model's samples. Use a new --db file for this run (or the right --run)."
             )
         if not stored and not self.readonly:
-            with self._write() as c:
+            with self.transaction() as c:
                 c.execute("UPDATE meta SET value = ? WHERE key = 'run'", (run,))
 
     def check_writable(self) -> None:
         """Raise :class:`ReadOnlyError` / :class:`LockedError` now rather than at the first label."""
-        with self._write() as c:
+        with self.transaction() as c:
             c.execute("UPDATE meta SET value = value WHERE key = 'app'")
 
     # ------------------------------------------------------------------------ images, groups
@@ -314,11 +270,11 @@ class LabelDB:
         if not images:
             raise LabelDBError("a group needs at least one image")
         ids = [content_id(b) for b in images]
-        mimes = [_mime(b) for b in images]
+        mimes = [image_mime(b) for b in images]
         gid = group_id(prompt, ids)
         meta_json = json.dumps(metadata or {}, sort_keys=True, default=str)
         now = time.time()
-        with self._write() as c:
+        with self.transaction() as c:
             if c.execute("SELECT 1 FROM groups WHERE id = ?", (gid,)).fetchone():
                 return gid, False
             c.executemany(
@@ -336,22 +292,22 @@ class LabelDB:
         return gid, True
 
     def set_status(self, group_ids: Iterable[str], status: str) -> None:
-        with self._write() as c:
+        with self.transaction() as c:
             c.executemany("UPDATE groups SET status = ? WHERE id = ?", [(status, g) for g in group_ids])
 
     def image(self, image_id: str) -> tuple[bytes, str]:
-        rows = self._read("SELECT data, mime FROM images WHERE id = ?", (image_id,))
+        rows = self.query("SELECT data, mime FROM images WHERE id = ?", (image_id,))
         if not rows:
             raise UnknownImageError(f"no image {image_id!r} in {self.path}")
         return bytes(rows[0]["data"]), rows[0]["mime"]
 
     def group(self, gid: str, rater: str | None = None) -> dict[str, Any] | None:
         """A group's prompt, metadata, status and images (with ``rater``'s current labels)."""
-        rows = self._read("SELECT * FROM groups WHERE id = ?", (gid,))
+        rows = self.query("SELECT * FROM groups WHERE id = ?", (gid,))
         if not rows:
             return None
         g = rows[0]
-        imgs = self._read(
+        imgs = self.query(
             f"SELECT gi.image_id, cur.label FROM group_images gi LEFT JOIN ({_CURRENT}) cur "
             "ON cur.image_id = gi.image_id AND cur.rater = ? WHERE gi.group_id = ? ORDER BY gi.position",
             (rater or "", gid),
@@ -369,7 +325,7 @@ class LabelDB:
         """Pending groups, oldest first, with how many images ``rater`` (or anyone) labelled."""
         who = "AND cur.rater = ?" if rater else ""
         args: list[Any] = [rater] if rater else []
-        rows = self._read(
+        rows = self.query(
             "SELECT g.id, g.prompt, count(DISTINCT gi.image_id) AS n, "
             "count(DISTINCT CASE WHEN cur.label IS NOT NULL THEN gi.image_id END) AS done "
             f"FROM groups g JOIN group_images gi ON gi.group_id = g.id LEFT JOIN ({_CURRENT}) cur "
@@ -397,7 +353,7 @@ class LabelDB:
         if label not in (0, 1, None):
             raise LabelDBError(f"label must be like (1), dislike (0) or cleared (None), got {label!r}")
         client_id = client_id or uuid.uuid4().hex
-        with self._write() as c:
+        with self.transaction() as c:
             old = c.execute("SELECT * FROM labels WHERE client_id = ?", (client_id,)).fetchone()
             if old is not None:
                 return LabelRow(
@@ -428,7 +384,7 @@ class LabelDB:
         """Clear ``rater``'s most recent still-standing label (in ``group_id``), by a new NULL row."""
         where = "AND l.group_id = ?" if group_id else ""
         args: list[Any] = [rater] + ([group_id] if group_id else [])
-        rows = self._read(
+        rows = self.query(
             f"SELECT cur.image_id, l.group_id FROM ({_CURRENT}) cur JOIN labels l ON l.id = cur.id "
             f"WHERE cur.rater = ? AND cur.label IS NOT NULL {where} ORDER BY cur.id DESC LIMIT 1",
             args,
@@ -443,7 +399,7 @@ class LabelDB:
         out = {i: Rate(float("nan"), 0, 0) for i in ids}
         for chunk in range(0, len(ids), 500):
             part = ids[chunk : chunk + 500]
-            rows = self._read(
+            rows = self.query(
                 f"SELECT image_id, count(*) AS n, sum(label) AS likes FROM ({_CURRENT}) "
                 f"WHERE label IS NOT NULL AND image_id IN ({','.join('?' * len(part))}) GROUP BY image_id",
                 part,
@@ -453,7 +409,7 @@ class LabelDB:
         return out
 
     def stats(self) -> dict[str, int]:
-        one = lambda sql: int(self._read(sql)[0][0] or 0)  # noqa: E731
+        one = lambda sql: int(self.query(sql)[0][0] or 0)  # noqa: E731
         return {
             "images": one("SELECT count(*) FROM images"),
             "groups": one("SELECT count(*) FROM groups"),
@@ -464,78 +420,19 @@ class LabelDB:
         }
 
     # ------------------------------------------------------------------------- export/import
+    # ------------------------------------------------------------------------- export/import
     def export(self, path: str | Path) -> int:
         """Every label row (history included) to ``.csv`` or ``.parquet``. Returns the row count."""
-        import pandas as pd
+        from tdm_r1.label.transfer import export_labels
 
-        path = Path(path)
-        rows = self._read(
-            "SELECT l.id, l.image_id, l.group_id, g.prompt, l.rater, l.label, l.created, l.supersedes, "
-            "l.client_id FROM labels l LEFT JOIN groups g ON g.id = l.group_id ORDER BY l.id"
-        )
-        df = pd.DataFrame([dict(r) for r in rows], columns=list(EXPORT_COLUMNS))
-        df["label"] = df["label"].astype("Int64")
-        df["supersedes"] = df["supersedes"].astype("Int64")
-        _check_suffix(path)
-        if path.suffix == ".csv":
-            df.to_csv(path, index=False)
-        else:
-            df.to_parquet(path, index=False)
-        return len(df)
+        return export_labels(self, path)
 
     def import_labels(self, path: str | Path) -> int:
-        """Add the rows of an export (images must be in this database). All or nothing.
+        """Add the rows of an export (images must be in this database). All or nothing; rows whose
+        ``client_id`` is already stored are skipped. Returns the number added."""
+        from tdm_r1.label.transfer import import_labels
 
-        Rows whose ``client_id`` is already stored are skipped. Returns the number added.
-        """
-        import pandas as pd
-
-        path = Path(path)
-        _check_suffix(path)
-        if not path.is_file():
-            raise LabelDBError(f"no label file at {path}")
-        df = pd.read_csv(path, dtype={"client_id": str}) if path.suffix == ".csv" else pd.read_parquet(path)
-        missing = {"image_id", "rater", "label", "created", "client_id"} - set(df.columns)
-        if missing:
-            raise LabelDBError(f"{path} lacks the column(s) {sorted(missing)} of a label export")
-        added = 0
-        with self._write() as c:
-            for k, r in enumerate(df.itertuples(index=False), start=2):
-                label = None if pd.isna(r.label) else int(r.label)
-                if label not in (0, 1, None) or not isinstance(r.rater, str) or not r.rater.strip():
-                    raise LabelDBError(f"{path} line {k}: bad label {r.label!r} or rater {r.rater!r}")
-                if c.execute("SELECT 1 FROM labels WHERE client_id = ?", (r.client_id,)).fetchone():
-                    continue
-                if not c.execute("SELECT 1 FROM images WHERE id = ?", (r.image_id,)).fetchone():
-                    raise UnknownImageError(
-                        f"{path} line {k}: image {r.image_id!r} is not in {self.path}; nothing was imported"
-                    )
-                gid = getattr(r, "group_id", None)
-                gid = None if gid is None or (isinstance(gid, float) and gid != gid) else str(gid)
-                prev = c.execute(
-                    "SELECT id FROM labels WHERE image_id = ? AND rater = ? ORDER BY id DESC LIMIT 1",
-                    (r.image_id, r.rater),
-                ).fetchone()
-                c.execute(
-                    "INSERT INTO labels(image_id, group_id, rater, label, created, supersedes, client_id) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        r.image_id,
-                        gid,
-                        r.rater,
-                        label,
-                        float(r.created),
-                        prev["id"] if prev else None,
-                        r.client_id,
-                    ),
-                )
-                added += 1
-        return added
-
-
-def _check_suffix(path: Path) -> None:
-    if path.suffix not in (".csv", ".parquet"):
-        raise LabelDBError(f"{path}: export / import files end in .csv or .parquet")
+        return import_labels(self, path)
 
 
 def writable(path: str | Path) -> bool:

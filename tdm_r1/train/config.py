@@ -278,17 +278,44 @@ def resolve_config_path(path: str | Path) -> Path:
     )
 
 
+def load_preset_tree(config: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The config tree of a YAML file or shipped preset, its ``base:`` chain resolved.
+
+    A preset states only its differences: from the :class:`TrainConfig` defaults, or from the
+    preset (or file) it names as ``base:``, resolved next to the file first and then among the
+    shipped presets. Sections merge key by key; values, mappings such as ``rewards`` included,
+    replace the base's (see :func:`tdm_r1.config.overlay`).
+    """
+    from tdm_r1.config import load_yaml, overlay
+
+    path = resolve_config_path(config).resolve()
+    if path in _chain:
+        loop = " -> ".join(p.name for p in (*_chain, path))
+        raise ConfigError(f"config {path}: its base: chain loops ({loop}); remove one base: key")
+    tree = load_yaml(path)
+    base = tree.pop("base", None)
+    if base is None:
+        return tree
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"config {path}: base: must name one preset or YAML file, got {base!r}")
+    beside = path.parent / (base if base.endswith((".yaml", ".yml")) else f"{base}.yaml")
+    parent = load_preset_tree(beside if beside.is_file() else base, (*_chain, path))
+    return overlay(TrainConfig, parent, tree)
+
+
 def load_train_config(
     config: str | Path | None = None,
     *,
     overrides: list[str] | None = None,
     flags: dict[str, Any] | None = None,
 ) -> TrainConfig:
+    """Defaults < ``config`` (a YAML file or shipped preset, with its ``base:`` chain) < ``--set
+    key=value`` overrides < explicit CLI flags."""
     from tdm_r1.config import load_config
 
     return load_config(
         TrainConfig,
-        yaml_path=resolve_config_path(config) if config else None,
+        data=load_preset_tree(config) if config else None,
         overrides=overrides or [],
         flags=flags or {},
     )

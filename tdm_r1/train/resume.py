@@ -4,16 +4,20 @@ A run folder's ``config.yaml`` is the resolved config of the run. Reusing the ru
 another reward, model or hyper-parameter would silently continue the old run under a new label,
 so a resume compares the two configs before anything is loaded or written: keys that only change
 how long or how visibly the run goes on (``SAFE_TO_CHANGE``) may differ; any other difference is
-an error listing every differing key.
+an error listing every differing key. The same file is what the processes of a multi-process run
+read (:func:`write_run_config`): ``tdmbench train --config <run>/config.yaml`` continues the run.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from tdm_r1.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: Keys (dotted, or a prefix ending in ".") that a resumed run may change.
 SAFE_TO_CHANGE: tuple[str, ...] = (
@@ -90,3 +94,22 @@ def check_resume(run_dir: Path, new: dict[str, Any]) -> list[tuple[str, Any, Any
             f"new run, or delete {run_dir} to start this one over."
         )
     return [d for d in diffs if d[0] != "output_dir"]
+
+
+def write_run_config(cfg: Any) -> Path:
+    """Write ``cfg`` (a resolved ``TrainConfig``) as ``<run>/config.yaml`` and return the path.
+
+    The one source every process of a multi-process run reads (``--config <run>/config.yaml``)
+    and a later resume is compared with. A run with checkpoints is checked first
+    (:func:`check_resume`): a changed config is refused before anything is written or launched.
+    """
+    from tdm_r1.config import dump_yaml, to_dict
+    from tdm_r1.train import checkpoint
+
+    run_dir = cfg.run_dir()
+    if checkpoint.complete(run_dir / "checkpoints"):
+        for key, old, new in check_resume(run_dir, to_dict(cfg)):
+            log.info("resuming with %s changed: %r -> %r", key, old, new)
+    path = run_dir / "config.yaml"
+    dump_yaml(cfg, path)
+    return path

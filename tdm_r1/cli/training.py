@@ -1,0 +1,258 @@
+"""``tdmbench train``, ``distill``, ``demo``, ``toy build`` and ``label``: training runs and their inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from tdm_r1.cli.app import DeviceOpt, RewardOpt, SetOpt, app, friendly_errors, toy_app
+
+# ------------------------------------------------------------------------------- train / distill
+NumProcOpt = Annotated[
+    int, typer.Option("--num-processes", min=1, help="Processes on this machine (accelerate / torchrun).")
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Resolve the config, check names and batch shapes, print the plan; load nothing."
+    ),
+]
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="YAML config: a file or a shipped preset (presets/NAME.yaml)."),
+]
+NameOpt = Annotated[str | None, typer.Option("--name", help="Run name (folder under ./runs).")]
+MaxMinutesOpt = Annotated[float | None, typer.Option("--max-minutes", min=0, help="Wall-clock budget.")]
+MaxEpochsOpt = Annotated[int | None, typer.Option("--max-epochs", min=1, help="Epoch budget.")]
+
+
+def run_training(
+    ctx: typer.Context,
+    config: str | None,
+    overrides: list[str],
+    flags: dict[str, Any],
+    *,
+    num_processes: int = 1,
+    dry_run: bool = False,
+) -> None:
+    """Resolve the config (defaults < ``config`` < ``--set`` < flags) and train, here or in
+    ``num_processes`` processes.
+
+    A multi-process run first writes the resolved config to ``<run>/config.yaml`` (after the
+    resume check against the one there); every process then reads that file and nothing else
+    (``tdmbench train --config <run>/config.yaml``), the same file a later resume compares with.
+    """
+    from tdm_r1.eval.launch import in_distributed_launch, launch
+    from tdm_r1.train.config import check_world, load_train_config
+
+    cfg = load_train_config(config, overrides=overrides, flags=flags)
+    inside = in_distributed_launch()
+    check_world(cfg, 1 if inside else num_processes)
+    if dry_run:
+        from tdm_r1.train.config import dry_run as check_all
+
+        typer.echo(check_all(cfg, num_processes))
+        return
+    if num_processes > 1 and not inside:
+        from tdm_r1.cli.relaunch import global_argv
+        from tdm_r1.train.resume import write_run_config
+
+        path = write_run_config(cfg)
+        launch(
+            num_processes,
+            [*global_argv(ctx), "train", "--config", str(path)],
+            what="training run",
+            resume_hint=(
+                f"Checkpoints are in {cfg.run_dir()}: rerun the same command, or "
+                f"`tdmbench train --config {path} --num-processes {num_processes}`, to resume."
+            ),
+        )
+        return
+    from tdm_r1.train.trainer import Trainer
+
+    run = Trainer(cfg).fit()
+    typer.echo(f"run folder: {run}")
+    typer.echo(f"final model: {run / 'final' / 'preset.json'} (registered as {cfg.register_as or cfg.name})")
+
+
+def _run_flags(
+    name: str | None, max_minutes: float | None, max_epochs: int | None, device: str | None
+) -> dict:
+    """The config keys of the options ``train`` and ``distill`` share (None = not given)."""
+    return {"name": name, "max_minutes": max_minutes, "max_epochs": max_epochs, "model.device": device}
+
+
+def _default_train_config(model: str | None, rewards: list[str]) -> str | None:
+    """``presets/toy-<reward>.yaml`` for the toy world (the default model), else None."""
+    from tdm_r1.rewards.base import parse_reward_specs
+    from tdm_r1.train.config import PRESETS_DIR
+
+    if model not in (None, "toy-4step"):
+        return None
+    names = list(parse_reward_specs(rewards)) if rewards else []
+    if len(names) == 1 and (PRESETS_DIR / f"toy-{names[0]}.yaml").is_file():
+        return f"toy-{names[0]}"
+    return "toy-r1"
+
+
+@app.command("train")
+@friendly_errors
+def train_cmd(
+    ctx: typer.Context,
+    reward: RewardOpt = None,  # type: ignore[assignment]
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Generator preset (default toy-4step).")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,  # type: ignore[assignment]
+    name: NameOpt = None,
+    max_minutes: MaxMinutesOpt = None,
+    max_epochs: MaxEpochsOpt = None,
+    device: DeviceOpt = None,
+    num_processes: NumProcOpt = 1,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """TDM-R1: RL post-training of a few-step generator with any (non-differentiable) reward."""
+    from tdm_r1.errors import ConfigError
+    from tdm_r1.rewards.base import parse_reward_specs
+
+    if not reward and not config:
+        raise ConfigError(
+            "give a reward (--reward ocr, --reward ocr=0.7 --reward pickscore=0.3) or a --config"
+        )
+    flags = {
+        "rewards": parse_reward_specs(reward) if reward else None,
+        "model.name": model,
+        **_run_flags(name, max_minutes, max_epochs, device),
+    }
+    config = config or _default_train_config(model, reward or [])
+    run_training(ctx, config, set_ or [], flags, num_processes=num_processes, dry_run=dry_run)
+
+
+@app.command("distill")
+@friendly_errors
+def distill_cmd(
+    ctx: typer.Context,
+    teacher: Annotated[str, typer.Option("--teacher", "-t", help="Teacher preset (e.g. toy-teacher).")],
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Student sampling steps K.")] = 4,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,  # type: ignore[assignment]
+    name: NameOpt = None,
+    max_minutes: MaxMinutesOpt = None,
+    max_epochs: MaxEpochsOpt = None,
+    device: DeviceOpt = None,
+    num_processes: NumProcOpt = 1,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """TDM distillation: a K-step student from a teacher (the TDM-R1 trainer with the reward off)."""
+    flags = {
+        "rewards": {},
+        "model.name": teacher,
+        "model.steps": steps,
+        **_run_flags(name, max_minutes, max_epochs, device),
+    }
+    run_training(ctx, config, set_ or [], flags, num_processes=num_processes, dry_run=dry_run)
+
+
+@app.command("demo")
+@friendly_errors
+def demo_cmd(
+    reward: Annotated[
+        str, typer.Option("--reward", "-r", help="ocr | geneval (the toy world's rewards).")
+    ] = "ocr",
+    minutes: Annotated[
+        float | None,
+        typer.Option(
+            "--minutes", min=0, help="Training safety cap in minutes (the run is bounded by epochs)."
+        ),
+    ] = None,
+    device: DeviceOpt = None,
+) -> None:
+    """The main job on the embedded toy world: TDM-R1 training, evaluation, leaderboard (resumable)."""
+    from tdm_r1.demo import run_demo
+
+    out = run_demo(reward=reward, minutes=minutes, device=device)
+    typer.echo(f"run: {out['run']}")
+    for model, bench in out["reused"]:
+        typer.echo(f"reused the committed result of {model} on {bench} (same weights, suite and rewards)")
+    for path in out["files"].values():
+        typer.echo(f"wrote {path}")
+    typer.echo("time per stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in out["stages"].items()))
+
+
+# --------------------------------------------------------------------------------------- toy
+@toy_app.command("build")
+@friendly_errors
+def toy_build(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Build folder (checkpoints; rerun to resume).")
+    ] = Path("runs/toy-build"),
+    recipe: Annotated[str, typer.Option("--recipe", help="gpu | cpu (batch sizes and step counts).")] = "cpu",
+    device: DeviceOpt = None,
+    stage: Annotated[
+        list[str] | None, typer.Option("--stage", help="ae | teacher | student (repeatable; default all).")
+    ] = None,
+    minutes: Annotated[
+        float | None, typer.Option("--minutes", min=0, help="Stop (resumably) after this many minutes.")
+    ] = None,
+    install: Annotated[
+        bool, typer.Option("--install", help="Copy the finished models into the package (toy presets).")
+    ] = False,
+) -> None:
+    """Rebuild the toy autoencoder, teacher and 4-step student from scratch (resumable)."""
+    from tdm_r1.errors import ConfigError
+    from tdm_r1.toyworld.build import RECIPES, build
+
+    if recipe not in RECIPES:
+        raise ConfigError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
+    stages = tuple(stage or ("ae", "teacher", "student"))
+    bad = [s for s in stages if s not in ("ae", "teacher", "student")]
+    if bad:
+        raise ConfigError(f"unknown stage(s) {bad}; valid: ae, teacher, student")
+    import torch
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    result = build(out, recipe=recipe, device=dev, stages=stages, minutes=minutes, install=install)
+    for name, info in result["stages"].items():
+        typer.echo(
+            f"{name}: {'finished' if info['finished'] else 'paused (rerun to resume)'} in {info['seconds']} s"
+        )
+
+
+# ------------------------------------------------------------------------------------- label
+@app.command("label")
+@friendly_errors
+def label_cmd(
+    db: Annotated[
+        Path | None, typer.Option("--db", help="Label database (SQLite; created when missing).")
+    ] = None,
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Register this folder's images as groups first.")
+    ] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", help="Training run folder (runs/NAME) whose likes to label.")
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Interface (other than 127.0.0.1 needs --token).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8765,
+    token: Annotated[
+        str | None, typer.Option("--token", help="Access token remote raters must enter.")
+    ] = None,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="Write all label rows to .csv / .parquet and exit.")
+    ] = None,
+    import_: Annotated[
+        Path | None, typer.Option("--import", help="Add the label rows of an export and exit.")
+    ] = None,
+    stats: Annotated[bool, typer.Option("--stats", help="Print counts (labels used...) and exit.")] = False,
+) -> None:
+    """Label images like / dislike in the browser (the `likes` reward's raters)."""
+    from tdm_r1.label.command import label_command
+
+    label_command(
+        db=db, images=images, run=run, host=host, port=port, token=token,
+        export=export, import_=import_, stats=stats, echo=typer.echo,
+    )  # fmt: skip

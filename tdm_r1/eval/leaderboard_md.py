@@ -1,0 +1,133 @@
+"""The leaderboard as text: number formats, the significance verdict, and ``leaderboard.md``.
+
+The HTML report (``tdm_r1.eval.report``) and the figures use the same formats, so a number reads
+the same everywhere: 3 decimals (2 from 10 up), reported numbers with their own digits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from tdm_r1.eval.leaderboard import Leaderboard, benchmarks_of, column, split_column
+from tdm_r1.eval.provenance import markdown_details, protocol_status
+
+TITLES = {
+    "geneval": "GenEval (in-domain for GenEval-trained models)",
+    "ocr": "OCR (in-domain for OCR-trained models)",
+    "pickscore": "PickScore on Pick-a-Pic test prompts",
+    "drawbench": "DrawBench: out-of-domain image quality",
+    "toy-geneval": "Toy world GenEval",
+    "toy-ocr": "Toy world OCR",
+    "unspecified": "Reported metrics whose prompt set the source does not name",
+}
+
+
+def arrow(higher_is_better: bool) -> str:
+    return "↑" if higher_is_better else "↓"
+
+
+def fmt(value: Any, *, signed: bool = False, as_published: bool = False) -> str:
+    """3 decimals (2 from 10 up); ``as_published`` keeps a reported number's own digits."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    v = float(value)
+    if as_published:
+        return f"{v:g}"
+    digits = 2 if abs(v) >= 10 else 3
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def fmt_nfe(value: Any) -> str:
+    return "" if pd.isna(value) else str(int(value))
+
+
+def fmt_ci(low: float, high: float) -> str:
+    return "" if pd.isna(low) or pd.isna(high) else f"[{fmt(low, signed=True)}, {fmt(high, signed=True)}]"
+
+
+def verdict(significant: Any, delta: float, higher_is_better: bool, reason: str = "") -> str:
+    """``significantly better`` / ``significantly worse`` (the 95% CI excludes 0), ``not
+    significant`` (the CI includes 0: no claim either way), or ``unpaired: <reason>`` (no CI)."""
+    if significant is None or pd.isna(significant):
+        return f"unpaired: {reason}" if reason else "no CI"
+    if not bool(significant):
+        return "not significant"
+    return "**significantly better**" if (delta > 0) == higher_is_better else "**significantly worse**"
+
+
+def to_markdown(lb: Leaderboard) -> str:
+    """One table per benchmark (entries with a number there), delta tables, sources."""
+    source_ids = {s: i + 1 for i, s in enumerate(lb.sources)}
+    lines = [
+        "# Leaderboard",
+        "",
+        "Built by `tdmbench leaderboard` from `results/<benchmark>/<model>.csv` (kind `measured`) and "
+        "`results/reference/published.csv` (kind `reported`, with numbered sources below). Measured and "
+        "reported entries are never merged. ↑/↓: higher/lower is better. ★: the in-domain metric of an RL "
+        "model (a reward it was trained on). Deltas are paired (same prompts and seeds): **significantly "
+        "better/worse** when their paired 95% CI excludes 0; a delta whose CI includes 0 is not significant "
+        "and is no win. Protocol: whether a measured row follows the protocol of the published numbers "
+        "(`official`), or how it differs (`approximate: <why>`); toy-world rows are not comparable to "
+        "published ones. Do not edit by hand.",
+        "",
+    ]
+    for bench in benchmarks_of(lb.metrics):
+        cols = [c for c in lb.metrics if split_column(c)[0] == bench]
+        rows = lb.table[lb.table[cols].notna().any(axis=1)]
+        if rows.empty:
+            continue
+        lines += [f"## {TITLES.get(bench, bench)}", ""]
+        header = [
+            "model",
+            "NFE",
+            "kind",
+            *[f"{split_column(c)[1]} {arrow(lb.higher_is_better[c])}" for c in cols],
+        ]
+        header += ["source", "protocol"]
+        lines.append("| " + " | ".join(header) + " |")
+        lines.append("|" + "|".join(["---", "---:", "---"] + ["---:"] * len(cols) + ["---", "---"]) + "|")
+        for _, r in rows.iterrows():
+            marked = set(lb.in_domain.get(r["model"], [])) if r["kind"] == "measured" else set()
+            pub = r["kind"] == "reported"
+            cells = [fmt(r[c], as_published=pub) + (" ★" if c in marked and fmt(r[c]) else "") for c in cols]
+            src = r["source"] if r["kind"] == "measured" else f"[{source_ids[r['source']]}]"
+            status = protocol_status(r, bench)
+            lines.append(
+                "| " + " | ".join([str(r["model"]), fmt_nfe(r["nfe"]), r["kind"], *cells, src, status]) + " |"
+            )
+        lines.append("")
+        lines += markdown_details(rows, bench)
+        d = lb.deltas[lb.deltas["benchmark"] == bench]
+        if len(d):
+            lines += [
+                f"Deltas ({bench}): model minus reference, both measured, paired by prompt and seed; "
+                "95% CI by the method named (see docs/evaluation.md).",
+                "",
+                "| model | minus | relation | metric | delta | 95% CI | n | method | verdict |",
+                "|---|---|---|---|---:|---|---:|---|---|",
+            ]
+            for _, r in d.iterrows():
+                rel = "few-step base" if r["relation"] == "few_step_base" else "multi-step baseline"
+                col = column(bench, r["metric"])
+                cells = [
+                    str(r["model"]),
+                    str(r["reference"]),
+                    rel,
+                    str(r["metric"]),
+                    fmt(r["delta"], signed=True),
+                    fmt_ci(r["ci_low"], r["ci_high"]),
+                    str(int(r["n"])) if r["n"] else "",
+                    str(r["method"]),
+                    verdict(r["significant"], r["delta"], lb.higher_is_better.get(col, True), r["reason"]),
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+            lines.append("")
+    if lb.sources:
+        lines += ["## Sources of reported numbers", ""]
+        for s, i in source_ids.items():
+            lines.append(f"{i}. {s}{' (secondary source)' if lb.sources[s] else ''}")
+        lines.append("")
+    return "\n".join(lines)
