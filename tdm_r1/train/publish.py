@@ -40,12 +40,11 @@ def export_generator(trainer: Trainer, directory: Path) -> Path:
 def evaluate_export(folder: Path, trainer: Trainer, out: Path) -> Path:
     """Evaluate an exported model folder on the run's ``eval_benchmarks`` into ``out/results``."""
     from tdm_r1.eval.runner import evaluate
-    from tdm_r1.models.base import load_preset_file, register_preset
+    from tdm_r1.models.base import load_preset_file
 
     cfg = trainer.cfg
-    preset = register_preset(load_preset_file(folder / "preset.json"))
     evaluate(
-        preset.name,
+        load_preset_file(folder / "preset.json"),  # a preset object: nothing is registered
         cfg.eval_benchmarks,
         limit=cfg.eval_limit,
         batch_size=cfg.eval_batch_size,
