@@ -207,6 +207,21 @@ def load_target(target: str, what: str = "") -> Any:
     return obj
 
 
+def lazy_attributes(module: str, targets: Mapping[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` (PEP 562) serving ``targets`` (attribute -> ``"module:Attribute"``).
+
+    Names are exact Python attributes (not registry names: no lowercasing), and an unknown one
+    raises :class:`AttributeError`, as ``hasattr`` and ``from module import *`` expect.
+    """
+
+    def __getattr__(name: str) -> Any:
+        if name not in targets:
+            raise AttributeError(f"module {module!r} has no attribute {name!r}")
+        return load_target(targets[name], what=f"{module}.{name}")
+
+    return __getattr__
+
+
 def _origin(obj: Any) -> str:
     try:
         target = obj if inspect.isclass(obj) or inspect.isfunction(obj) else type(obj)

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import pytest
 
 from tdm_r1.errors import ConfigError, TdmError, UnknownNameError
-from tdm_r1.registry import Registry
+from tdm_r1.registry import Registry, lazy_attributes
 
 
 def test_register_get_alias_and_did_you_mean() -> None:
@@ -122,3 +123,18 @@ def test_remove_forgets_name_and_aliases() -> None:
     assert reg.names() == ["b"] and "aa" not in reg
     reg.add("aa", 2)  # the alias is free again
     assert reg.get("aa") == 2
+
+
+def test_lazy_attributes_serve_a_module_getattr(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _module_file(tmp_path, monkeypatch, "tdm_lazy_attr", "def Build():\n    return 7\n")
+    getattr_ = lazy_attributes("pkg", {"Build": "tdm_lazy_attr:Build"})
+    assert "tdm_lazy_attr" not in sys.modules
+    assert getattr_("Build")() == 7  # exact name: attributes are not lowercased
+    with pytest.raises(AttributeError, match="module 'pkg' has no attribute 'build'"):
+        getattr_("build")
+    monkeypatch.delitem(sys.modules, "tdm_lazy_attr")
+
+    import tdm_r1.eval as tev
+
+    assert tev.read_meta is importlib.import_module("tdm_r1.eval.results").read_meta
+    assert not hasattr(tev, "no_such_thing")
