@@ -12,7 +12,7 @@ from tdm_r1 import weights
 from tdm_r1.cli import app
 from tdm_r1.errors import WeightHashError
 from tdm_r1.registry import REWARDS
-from tdm_r1.rewards import random_weights as rw
+from tdm_r1.testing import random_weights as rw
 
 AESTHETIC_SHA256 = "21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511bff0f1e0"
 
