@@ -186,7 +186,7 @@ class GenEvalReward(Reward):
     """
 
     name = "geneval"
-    version = (
+    base_version = (
         "2"  # 2: the detector's identity (input scale) in the version; mask2former at the official scale
     )
     weight_files = (MASK2FORMER_WEIGHTS, CLIP_WEIGHTS)
@@ -231,12 +231,18 @@ class GenEvalReward(Reward):
             )
         except TypeError as exc:
             raise ConfigError(f"bad option for the GenEval {backend!r} detector: {exc}") from exc
-        # A detector may name what changes its output (e.g. mask2former's input scale).
+
+    def version_suffix(self) -> str:
+        """``-<backend>[-<detector identity>][-opt<digest>]-<score kind>``: a detector may name what
+        changes its output (e.g. mask2former's input scale); non-default thresholds give other verdicts."""
+        parts = [self.backend]
         identity = str(getattr(self.detector, "identity", "") or "")
-        if self.options != GenEvalOptions():  # other thresholds give other verdicts
+        if identity:
+            parts.append(identity)
+        if self.options != GenEvalOptions():
             digest = hashlib.sha256(json.dumps(dataclasses.asdict(self.options), sort_keys=True).encode())
-            identity += f"{'-' if identity else ''}opt{digest.hexdigest()[:8]}"
-        self.version = f"2-{backend}-{identity + '-' if identity else ''}{score}"
+            parts.append(f"opt{digest.hexdigest()[:8]}")
+        return "-" + "-".join([*parts, self.score_kind])
 
     @classmethod
     def required_weights(cls, options: Mapping[str, Any]) -> tuple[WeightFile, ...]:

@@ -99,7 +99,7 @@ class HPSv21(ModelReward):
     """
 
     name = "hpsv2.1"
-    version = "2"  # 2: official letterbox preprocessing (1 centre-cropped)
+    base_version = "2"  # 2: official letterbox preprocessing (1 centre-cropped)
     higher_is_better = True
     scale = (
         "HPS v2.1 = cosine(text, image) of L2-normalised open_clip ViT-H-14 features (~0.27-0.37; "
