@@ -137,6 +137,8 @@ class Registry(Generic[T]):
     def get(self, name: str) -> T:
         return self.entry(name).obj
 
+    __getitem__ = get  # ``registry[name]``: the same lookup, the same unknown-name message
+
     def entry(self, name: str) -> Entry[T]:
         """The entry of ``name``; a lazy one is imported now (errors name the target)."""
         return self._resolve(self.canonical(name))

@@ -138,3 +138,12 @@ def test_lazy_attributes_serve_a_module_getattr(tmp_path: Path, monkeypatch: pyt
 
     assert tev.read_meta is importlib.import_module("tdm_r1.eval.results").read_meta
     assert not hasattr(tev, "no_such_thing")
+
+
+def test_weight_manifest_is_a_registry_that_loads_its_declaring_modules() -> None:
+    from tdm_r1 import weights
+
+    assert "pickscore.model" in weights.MANIFEST and "sd3.5-medium.pipeline" in weights.MANIFEST
+    assert weights.MANIFEST["geneval.clip"].hub_id == "openai/clip-vit-large-patch14"
+    with pytest.raises(UnknownNameError, match=r"Did you mean 'pickscore.model'.*`tdmbench weights list`"):
+        weights.MANIFEST.get("pickscore.modle")
