@@ -58,7 +58,7 @@ class Aesthetic(ModelReward):
     """
 
     name = "aesthetic"
-    version = "1"
+    base_version = "1"
     higher_is_better = True
     scale = (
         "LAION improved-aesthetic MLP raw output on L2-normalised CLIP ViT-L/14 image embeddings "

@@ -60,12 +60,34 @@ class RewardOutput:
         return out
 
 
+class _Version:
+    """``Reward.version``: on the class, ``base_version``; on an instance, ``base_version`` followed
+    by the instance's :meth:`Reward.version_suffix` (what its options, engine or weights change).
+
+    Score-cache keys are planned from the class (``REWARDS.get(name).version``, before any reward
+    is built); result rows record the instance's. Read-only: a reward changes its version through
+    ``base_version`` (a scoring change) or ``version_suffix`` (an option that changes scores).
+    """
+
+    def __get__(self, obj: Reward | None, owner: type[Reward]) -> str:
+        if obj is None:
+            return owner.base_version
+        return owner.base_version + obj.version_suffix()
+
+    def __set__(self, obj: Reward, value: str) -> None:
+        raise AttributeError(
+            f"{type(obj).__name__}.version is computed: set the class's base_version or override version_suffix()"
+        )
+
+
 class Reward:
     """Base class of every reward. Subclasses set the class attributes and implement ``score``.
 
     Class attributes:
         name: registry name.
-        version: bumped whenever the scoring changes; written into every result row.
+        base_version: bumped whenever the scoring changes. ``version`` is ``base_version`` on the
+            class and ``base_version + version_suffix()`` on an instance; the instance's is written
+            into every result row.
         higher_is_better: direction of the score.
         scale: one sentence stating the scale (e.g. "PickScore raw = 100 * cosine").
         weight_files: the weights it needs (``tdmbench weights`` lists them).
@@ -74,7 +96,8 @@ class Reward:
     """
 
     name: ClassVar[str] = ""
-    version: ClassVar[str] = "1"
+    base_version: ClassVar[str] = "1"
+    version = _Version()
     higher_is_better: ClassVar[bool] = True
     scale: ClassVar[str] = ""
     score_range: ClassVar[tuple[float, float] | None] = None
@@ -107,6 +130,11 @@ class Reward:
 
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]]) -> RewardOutput:
         raise NotImplementedError
+
+    def version_suffix(self) -> str:
+        """What this instance adds to ``base_version`` (with its separator, e.g. ``"+flowgrpo26"``):
+        the options, engine or weights that change its scores; "" when none do."""
+        return ""
 
     @classmethod
     def required_weights(cls, options: Mapping[str, Any]) -> tuple[WeightFile, ...]:
@@ -142,6 +170,7 @@ class WeightedSum(Reward):
     """
 
     name = "weighted-sum"
+    base_version = ""  # the version is the components' identities (see version_suffix)
     higher_is_better = True
 
     def __init__(self, components: Sequence[tuple[Reward, float]]) -> None:
@@ -154,8 +183,10 @@ class WeightedSum(Reward):
                     "through a dedicated higher-is-better variant"
                 )
         self.components = list(components)
-        self.version = "+".join(f"{r.id}*{w:g}" for r, w in self.components)
         self.scale = " + ".join(f"{w:g} * [{r.name}: {r.scale}]" for r, w in self.components)
+
+    def version_suffix(self) -> str:
+        return "+".join(f"{r.id}*{w:g}" for r, w in self.components)
 
     @property
     def id(self) -> str:

@@ -32,6 +32,22 @@ def load_torch_file(path: str | Path, *, weights_only: bool = True) -> Any:
         raise ShapeError(f"{path} is not a readable torch checkpoint (truncated download?): {exc}") from exc
 
 
+def state_dict_mismatch(
+    module: torch.nn.Module, state: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """``(missing, unexpected, wrong_shape)`` of ``state`` against ``module.state_dict()``: sorted
+    key lists, and ``"key: checkpoint (shape) vs model (shape)"`` lines. All empty = a strict fit."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {expected[k]}"
+        for k in sorted(set(expected) & set(state))
+        if tuple(state[k].shape) != expected[k]
+    ]
+    return missing, unexpected, wrong
+
+
 def strip_prefix(state: Mapping[str, Any], prefix: str) -> dict[str, Any]:
     """Drop ``prefix`` (e.g. DDP's ``module.``) when every key carries it; otherwise return as is."""
     keys = list(state)

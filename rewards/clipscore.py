@@ -42,7 +42,7 @@ class ClipScore(ModelReward):
     """
 
     name = "clipscore"
-    version = "1"
+    base_version = "1"
     higher_is_better = True
     scale = (
         "cosine(text, image) of OpenAI CLIP ViT-L/14 (openai/clip-vit-large-patch14), in [-1,1], "
@@ -65,8 +65,10 @@ class ClipScore(ModelReward):
         self.clip = HFClip(model_dir, device=self.device, dtype=self.dtype)
         self.w = None if w is None else float(w)
         if self.w is not None:
-            self.version = f"{type(self).version}+paper-w{self.w:g}"
             self.scale = f"{self.w:g} * max(cosine, 0) of OpenAI CLIP ViT-L/14 (CLIPScore paper form)"
+
+    def version_suffix(self) -> str:
+        return "" if self.w is None else f"+paper-w{self.w:g}"
 
     def score_batch(
         self, images: torch.Tensor, prompts: list[str]

@@ -21,7 +21,7 @@ import torch
 from tdm_r1.deps import require
 from tdm_r1.errors import MissingWeightsError
 from tdm_r1.images import to_pil, to_uint8_nhwc
-from tdm_r1.rewards.geneval import OBJECT_NAMES, Detection
+from tdm_r1.rewards.geneval_rules import OBJECT_NAMES, Detection
 
 log = logging.getLogger(__name__)
 

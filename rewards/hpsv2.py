@@ -26,7 +26,7 @@ import torch
 from tdm_r1.deps import require
 from tdm_r1.errors import ConfigError, ShapeError
 from tdm_r1.registry import register_reward
-from tdm_r1.rewards.checkpoints import load_torch_file, strip_prefix
+from tdm_r1.rewards.checkpoints import load_torch_file, state_dict_mismatch, strip_prefix
 from tdm_r1.rewards.model_reward import ModelReward
 from tdm_r1.rewards.preprocess import CLIP_MEAN, CLIP_STD, LetterboxPreprocess
 from tdm_r1.weights import WeightFile, declare, resolve
@@ -69,22 +69,16 @@ def load_open_clip_state(model: torch.nn.Module, state: Mapping[str, torch.Tenso
     Raises :class:`ShapeError` listing missing / unexpected keys and shape mismatches, so that a
     checkpoint of another architecture fails with a readable message instead of loading partly.
     """
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {expected[k]}"
-        for k in sorted(set(expected) & set(state))
-        if tuple(state[k].shape) != expected[k]
-    ]
+    missing, unexpected, wrong = state_dict_mismatch(model, state)
+    n_model = len(model.state_dict())
     if missing or unexpected or wrong:
         raise ShapeError(
             f"{source} does not match the open_clip architecture ({len(state)} tensors in the file, "
-            f"{len(expected)} in the model): {len(missing)} missing {missing[:8]}, {len(unexpected)} unexpected "
+            f"{n_model} in the model): {len(missing)} missing {missing[:8]}, {len(unexpected)} unexpected "
             f"{unexpected[:8]}, {len(wrong)} of wrong shape {wrong[:5]}. HPS v2.1 needs arch='ViT-H-14'."
         )
     model.load_state_dict(dict(state), strict=True, assign=True)
-    return len(expected)
+    return n_model
 
 
 @register_reward("hpsv2.1", aliases=("hps",))
@@ -99,7 +93,7 @@ class HPSv21(ModelReward):
     """
 
     name = "hpsv2.1"
-    version = "2"  # 2: official letterbox preprocessing (1 centre-cropped)
+    base_version = "2"  # 2: official letterbox preprocessing (1 centre-cropped)
     higher_is_better = True
     scale = (
         "HPS v2.1 = cosine(text, image) of L2-normalised open_clip ViT-H-14 features (~0.27-0.37; "

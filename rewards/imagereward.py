@@ -158,7 +158,7 @@ class ImageReward(ModelReward):
     """
 
     name = "imagereward"
-    version = "1"
+    base_version = "1"
     higher_is_better = True
     scale = (
         "ImageReward-v1.0 as published: (MLP([CLS]) - 0.1672) / 1.0333, unbounded (typical about -2..2; "

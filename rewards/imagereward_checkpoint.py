@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tdm_r1.errors import ShapeError
+from tdm_r1.rewards.checkpoints import state_dict_mismatch
 
 VISION = "vision"
 TEXT = "text"
@@ -153,14 +154,7 @@ def load_strict(
     module: torch.nn.Module, params: Mapping[str, torch.Tensor], *, what: str, source: str
 ) -> None:
     """Assign ``params`` to ``module`` requiring the exact parameter/persistent-buffer set and shapes."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
-    missing = sorted(set(expected) - set(params))
-    extra = sorted(set(params) - set(expected))
-    wrong = [
-        f"{k}: checkpoint {tuple(params[k].shape)} vs model {expected[k]}"
-        for k in sorted(set(expected) & set(params))
-        if tuple(params[k].shape) != expected[k]
-    ]
+    missing, extra, wrong = state_dict_mismatch(module, params)
     if missing or extra or wrong:
         upstream = [unmap_key(what, k) for k in missing[:10]]
         raise ShapeError(

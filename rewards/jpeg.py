@@ -30,7 +30,7 @@ class JpegCompressibility(Reward):
     """Negative JPEG (quality 95) size in units of 500 kB; detail ``jpeg_bytes``."""
 
     name = "jpeg-compressibility"
-    version = "1"
+    base_version = "1"
     higher_is_better = True
     scale = "negative JPEG q95 size in units of 500 kB: -(bytes/1000)/500 (higher = more compressible)"
 

@@ -80,7 +80,7 @@ class LikesReward(Reward):
     """
 
     name = "likes"
-    version = "1"
+    base_version = "1"
     scale = "like rate in [0, 1]: mean over raters of 1 (like) / 0 (dislike)"
 
     def __init__(
@@ -257,7 +257,7 @@ class LikesSimReward(LikesReward):
     """
 
     name = "likes-sim"
-    version = "1"
+    base_version = "1"
     scale = "like rate in [0, 1] of simulated raters (like ~ Bernoulli(base reward + bias), flipped by noise)"
 
     def __init__(
@@ -301,9 +301,11 @@ class LikesSimReward(LikesReward):
         self.base = build_reward({base: 1.0}, options={base: dict(base_options or {})}, device=device)
         self.noise, self.biases, self.threshold = float(noise), [float(b) for b in biases], threshold
         self.seed, self.url = int(seed), url
-        self.version = f"1+{self.base.id}+noise{self.noise:g}"
         self._server: Any = None
         self._raters: list[Any] = []
+
+    def version_suffix(self) -> str:
+        return f"+{self.base.id}+noise{self.noise:g}"
 
     def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()

@@ -226,7 +226,7 @@ class OcrReward(Reward):
     """
 
     name = "ocr"
-    version = "2"  # class-level; an instance's version adds the engine identity (see __init__)
+    base_version = "2"  # an instance's version adds the engine identity (see version_suffix)
     higher_is_better = True
     score_range = (0.0, 1.0)
     scale = (
@@ -267,10 +267,7 @@ class OcrReward(Reward):
         self._engine: OcrEngine | None = make_engine(backend, **self._engine_options)
         self._pool: ProcessPoolExecutor | None = None
         self.engine_identity: dict[str, Any] = engine_identity(self._engine)
-        self.version = (
-            f"{type(self).version}-{backend}-{self.engine_identity.get('version', 'unknown')}-"
-            + (identity_digest(self.engine_identity)[:12])
-        )
+        self._engine_digest = identity_digest(self.engine_identity)[:12]
         self._engine_label = engine_label(self.engine_identity)
 
     # Picklable: the engine and the pool stay behind and are rebuilt on demand.
@@ -282,6 +279,11 @@ class OcrReward(Reward):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+
+    def version_suffix(self) -> str:
+        """``-<backend>-<engine version>-<digest of the engine identity>``: the engine's models
+        and settings (see :func:`~tdm_r1.ocr_engines.engine_identity`) are part of the version."""
+        return f"-{self.backend}-{self.engine_identity.get('version', 'unknown')}-{self._engine_digest}"
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "engine": self.engine_identity}

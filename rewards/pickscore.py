@@ -55,7 +55,7 @@ class PickScore(ModelReward):
     """
 
     name = "pickscore"
-    version = "1"
+    base_version = "1"
     higher_is_better = True
     scale = "PickScore raw = logit_scale.exp() * cosine(text, image) (~100 * cosine; SD3.5-M ~21.7-22.3)"
     weight_files = (MODEL, PROCESSOR)
@@ -75,8 +75,10 @@ class PickScore(ModelReward):
         self.clip = HFClip(model_dir, processor_dir, device=self.device, dtype=self.dtype)
         self.divisor = FLOWGRPO_DIVISOR if flowgrpo_scale else 1.0
         if flowgrpo_scale:
-            self.version = f"{type(self).version}+flowgrpo26"
             self.scale = "PickScore raw / 26 (Flow-GRPO training reward; raw = logit_scale.exp() * cosine)"
+
+    def version_suffix(self) -> str:
+        return "+flowgrpo26" if self.divisor != 1.0 else ""
 
     def score_batch(
         self, images: torch.Tensor, prompts: list[str]

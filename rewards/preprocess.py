@@ -48,8 +48,26 @@ def _normalise(
     return ((x - m) / s).to(dtype)
 
 
+class _Preprocess:
+    """(N,3,H,W) float in [0,1] -> uint8 grid (the processors' PIL input) -> :meth:`geometry` ->
+    ``(x - mean) / std``. Subclasses are frozen dataclasses with ``mean`` / ``std`` fields."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def geometry(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def __call__(
+        self, images: torch.Tensor, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+    ) -> torch.Tensor:
+        """(N,3,H,W) float in [0,1] -> (N,3,side,side) normalised ``dtype`` on ``device``."""
+        x, device = _as_uint8_grid(images, device)
+        return _normalise(self.geometry(x), self.mean, self.std, dtype)
+
+
 @dataclass(frozen=True)
-class ImagePreprocess:
+class ImagePreprocess(_Preprocess):
     """Resize shorter side to ``size`` (bicubic, antialiased), centre-crop ``crop``, normalise.
 
     Attributes:
@@ -63,13 +81,9 @@ class ImagePreprocess:
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
 
-    def __call__(
-        self, images: torch.Tensor, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
-    ) -> torch.Tensor:
-        """(N,3,H,W) float in [0,1] -> (N,3,crop,crop) normalised ``dtype`` on ``device``."""
-        x, device = _as_uint8_grid(images, device)
-        x = resize_shorter_side(x, self.size).clamp_(0.0, 1.0)
-        return _normalise(center_crop(x, self.crop), self.mean, self.std, dtype)
+    def geometry(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,3,H,W) -> (N,3,crop,crop)."""
+        return center_crop(resize_shorter_side(x, self.size).clamp_(0.0, 1.0), self.crop)
 
     @classmethod
     def from_hf(cls, image_processor: Any) -> ImagePreprocess:
@@ -131,7 +145,7 @@ def center_crop(x: torch.Tensor, crop: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class LetterboxPreprocess:
+class LetterboxPreprocess(_Preprocess):
     """Resize the longer side to ``size`` (bicubic, antialiased), pad to a black square, normalise.
 
     The spec of HPS v2.1's official ``preprocess_val`` (HPSv2's ``ResizeMaxSize``): scale =
@@ -151,12 +165,9 @@ class LetterboxPreprocess:
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
 
-    def __call__(
-        self, images: torch.Tensor, *, device: torch.device | None = None, dtype: torch.dtype = torch.float32
-    ) -> torch.Tensor:
-        """(N,3,H,W) float in [0,1] -> (N,3,size,size) normalised ``dtype`` on ``device``."""
-        x, device = _as_uint8_grid(images, device)
-        return _normalise(letterbox(x, self.size), self.mean, self.std, dtype)
+    def geometry(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,3,H,W) -> (N,3,size,size)."""
+        return letterbox(x, self.size)
 
 
 def letterbox_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:

@@ -151,7 +151,7 @@ class VlmJudge(Reward):
     """
 
     name = "vlm-judge"
-    version = "2"  # 2: template hash in the identity
+    base_version = "2"  # 2: template hash in the identity
     higher_is_better = True
     scale = "VLM judge 'Final Score' (1-5) / 5, in [0.2, 1]"
 
@@ -192,7 +192,9 @@ class VlmJudge(Reward):
         self.backoff = float(backoff)
         self.max_tokens = int(max_tokens)
         self.template_sha256 = template_sha256(prompt_template)
-        self.version = f"2-{self.model}-tpl{self.template_sha256[:12]}"
+
+    def version_suffix(self) -> str:
+        return f"-{self.model}-tpl{self.template_sha256[:12]}"
 
     @classmethod
     def key_version(cls, options: Mapping[str, Any]) -> str:
@@ -202,7 +204,7 @@ class VlmJudge(Reward):
             text = read_template(options["template_file"])
         else:
             text = str(options.get("prompt_template", DEFAULT_TEMPLATE))
-        return f"{cls.version}-tpl{template_sha256(text)[:12]}"
+        return f"{cls.base_version}-tpl{template_sha256(text)[:12]}"
 
     def comparability(self) -> str:
         """See :func:`template_status`."""

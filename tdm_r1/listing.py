@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from tdm_r1.errors import UnknownNameError
 
-#: Modules that declare weight files at import time (see ``tdm_r1.weights.declare``).
-MANIFEST_MODULES: tuple[str, ...] = ("tdm_r1.rewards", "tdm_r1.models.presets")
-
 
 def load_all_manifests() -> None:
+    """Import every module that declares weight files: the built-in ones (``weights.MANIFEST``
+    loads them) and the modules of every registered reward, plug-ins included."""
     from tdm_r1.registry import REWARDS
+    from tdm_r1.weights import MANIFEST
 
-    for module in MANIFEST_MODULES:
-        importlib.import_module(module)
-    for entry in REWARDS.entries():  # reward modules declare their files when imported
-        _ = entry.obj
+    MANIFEST.names()
+    REWARDS.entries()  # imports lazy reward targets: their modules declare their files
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -90,7 +87,7 @@ def render(kind: str) -> str:
                 "revision": w.revision or "-",
                 "local path via": f"{w.option} / ${w.env}",
             }
-            for w in sorted(weights.MANIFEST.values(), key=lambda w: w.key)
+            for w in (e.obj for e in weights.MANIFEST.entries())
         ]
         return _table(rows)
     raise UnknownNameError(f"cannot list {kind!r}: choose rewards, models, benchmarks, data or weights")

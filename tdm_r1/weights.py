@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tdm_r1.errors import MissingWeightsError, WeightHashError
 from tdm_r1.paths import offline
+from tdm_r1.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,19 @@ class WeightFile:
         )
 
 
-#: Every registered weight file, by key (filled by the modules that declare them).
-MANIFEST: dict[str, WeightFile] = {}
+#: Every declared weight file, by key. The modules that declare them (rewards, model presets) are
+#: imported on the first lookup, so ``MANIFEST.get(key)`` and ``key in MANIFEST`` see them all.
+MANIFEST: Registry[WeightFile] = Registry(
+    "weight file",
+    builtins=("tdm_r1.rewards", "tdm_r1.models.presets"),
+    hint="(`tdmbench weights list` lists them.)",
+)
 
 
 def declare(*files: WeightFile) -> tuple[WeightFile, ...]:
+    """Add ``files`` to :data:`MANIFEST` (called at import time by the modules that use them)."""
     for f in files:
-        MANIFEST[f.key] = f
+        MANIFEST.add(f.key, f)
     return files
 
 

@@ -112,7 +112,9 @@ class CarDetector:
         return [[{"class": "car", "box": [0, 0, 10, 10], "score": 0.95, "color": "red"}] for _ in metadata]
 
 
-def test_score_geneval_prints_task_summary(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_score_geneval_prints_task_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     import sys
     import types
 
@@ -121,7 +123,8 @@ def test_score_geneval_prints_task_summary(tmp_path: Path, monkeypatch: pytest.M
     module = types.ModuleType("tdm_test_car_detector")
     module.CarDetector = CarDetector  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tdm_test_car_detector", module)
-    monkeypatch.setitem(geneval.DETECTOR_BACKENDS, "cars", "tdm_test_car_detector:CarDetector")
+    geneval.DETECTOR_BACKENDS.add_lazy("cars", "tdm_test_car_detector:CarDetector")
+    request.addfinalizer(lambda: geneval.DETECTOR_BACKENDS.remove("cars"))
     root = tmp_path / "imgs"
     root.mkdir()
     metas = [

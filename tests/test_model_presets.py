@@ -23,8 +23,9 @@ from tdm_r1.models.base import (
     save_preset_file,
 )
 from tdm_r1.models.presets import TDM_SD35_LORA
-from tdm_r1.models.tiny import clip_tokenizer, tiny_sd3_pipeline
 from tdm_r1.registry import MODELS
+from tdm_r1.testing.tiny import tiny_sd3_pipeline
+from tdm_r1.toyworld.clip_tokenizer import clip_tokenizer
 from tdm_r1.weights import WeightFile
 
 runner = CliRunner()
@@ -165,7 +166,7 @@ def test_real_size_lora_layouts_match_tdm_checkpoints() -> None:
     from diffusers import SD3Transformer2DModel, ZImageTransformer2DModel
     from peft import LoraConfig
 
-    from tdm_r1.models.real_configs import SD35_MEDIUM_TRANSFORMER, Z_IMAGE_TRANSFORMER
+    from tdm_r1.testing.real_configs import SD35_MEDIUM_TRANSFORMER, Z_IMAGE_TRANSFORMER
 
     with torch.device("meta"):
         sd3 = SD3Transformer2DModel(**SD35_MEDIUM_TRANSFORMER)

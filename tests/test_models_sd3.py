@@ -11,9 +11,9 @@ from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteSchedul
 from tdm_r1.errors import ConfigError, ShapeError
 from tdm_r1.models.adapter import SamplingSpec
 from tdm_r1.models.sd3 import SD3Adapter
-from tdm_r1.models.tiny import tiny_sd3_pipeline
 from tdm_r1.sampling import sample
 from tdm_r1.schedule import flow_schedule
+from tdm_r1.testing.tiny import tiny_sd3_pipeline
 
 H = W = 32
 PROMPTS = ["a red cube on a blue sphere", "the word STOP on a sign"]

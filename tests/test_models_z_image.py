@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from tdm_r1.models.adapter import SamplingSpec
-from tdm_r1.models.tiny import tiny_z_image_pipeline
 from tdm_r1.models.z_image import ZImageAdapter
 from tdm_r1.sampling import sample
 from tdm_r1.schedule import flow_schedule
+from tdm_r1.testing.tiny import tiny_z_image_pipeline
 
 H = W = 32
 PROMPTS = ["a red cube", "two green cats and three yellow dogs next to a white car"]

@@ -15,8 +15,9 @@ from tdm_r1.errors import ConfigError, ShapeError
 from tdm_r1.images import to_pil
 from tdm_r1.registry import REWARDS
 from tdm_r1.rewards import build_reward
-from tdm_r1.rewards import random_weights as rw
 from tdm_r1.rewards.preprocess import ImagePreprocess
+from tdm_r1.testing import random_weights as rw
+from tdm_r1.toyworld.clip_tokenizer import clip_tokenizer, clip_vocab_path
 
 
 @pytest.fixture(autouse=True)
@@ -60,9 +61,9 @@ def reference_embeds(
 def test_clip_tokenizer_is_the_real_clip_vocabulary() -> None:
     from open_clip.tokenizer import SimpleTokenizer
 
-    tok = rw.clip_tokenizer()
+    tok = clip_tokenizer()
     assert len(tok) == 49408
-    reference = SimpleTokenizer(str(rw.bundled_clip_bpe()))
+    reference = SimpleTokenizer(str(clip_vocab_path()))
     for text in [
         "a photo of a cat",
         'A sign that says "OPEN 24 hours"!',
@@ -71,7 +72,7 @@ def test_clip_tokenizer_is_the_real_clip_vocabulary() -> None:
         ids = tok(text).input_ids
         assert ids[0] == 49406 and ids[-1] == 49407
         assert ids[1:-1] == reference.encode(text)
-    with gzip.open(rw.bundled_clip_bpe()) as f:
+    with gzip.open(clip_vocab_path()) as f:
         assert f.readline().startswith(b'"bpe_simple_vocab_16e6.txt')
 
 

@@ -7,13 +7,14 @@ import random
 import re
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from tdm_r1.errors import ConfigError, MissingExtraError
+from tdm_r1.errors import ConfigError, MissingExtraError, UnknownNameError
 from tdm_r1.registry import REWARDS
 from tdm_r1.rewards import geneval as ge
 from tdm_r1.rewards.geneval import (
@@ -375,12 +376,14 @@ class FakeDetector:
 
 
 @pytest.fixture
-def fake_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+def fake_backend(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     module = types.ModuleType("tdm_fake_detectors")
     module.FakeDetector = FakeDetector  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tdm_fake_detectors", module)
-    monkeypatch.setitem(ge.DETECTOR_BACKENDS, "fake", "tdm_fake_detectors:FakeDetector")
+    ge.DETECTOR_BACKENDS.add_lazy("fake", "tdm_fake_detectors:FakeDetector")
     FakeDetector.built.clear()
+    yield
+    ge.DETECTOR_BACKENDS.remove("fake")
 
 
 def test_reward_columns_and_score_kinds(fake_backend: None) -> None:
@@ -412,7 +415,9 @@ def test_reward_option_errors(fake_backend: None) -> None:
         REWARDS.get("geneval")(backend="fake", score="best")
     with pytest.raises(ConfigError, match="bad option for the GenEval 'fake' detector"):
         REWARDS.get("geneval")(backend="fake", detector_paht="/x")
-    with pytest.raises(ConfigError, match="choose one of"):
+    with pytest.raises(
+        UnknownNameError, match=r"Unknown GenEval detector backend 'yolo'\. Available .*: fake, mask2"
+    ):
         REWARDS.get("geneval")(backend="yolo")
 
 
@@ -426,5 +431,5 @@ def test_mmdet_backend_missing_is_a_clear_error() -> None:
 def test_shapes_slot_holds_the_toy_detector() -> None:
     from tdm_r1.toyworld.detector import ShapeDetector
 
-    assert ge.DETECTOR_BACKENDS["shapes"] == "tdm_r1.toyworld.detector:ShapeDetector"
+    assert ge.DETECTOR_BACKENDS.entry("shapes").target == "tdm_r1.toyworld.detector:ShapeDetector"
     assert ge.load_detector_class("shapes") is ShapeDetector

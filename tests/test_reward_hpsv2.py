@@ -13,8 +13,8 @@ from tdm_r1.errors import ConfigError, ShapeError
 from tdm_r1.images import to_pil
 from tdm_r1.registry import REWARDS
 from tdm_r1.rewards import build_reward
-from tdm_r1.rewards import random_weights as rw
 from tdm_r1.rewards.preprocess import CLIP_MEAN, CLIP_STD, LetterboxPreprocess
+from tdm_r1.testing import random_weights as rw
 
 pytest.importorskip("open_clip")
 

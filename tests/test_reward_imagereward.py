@@ -21,7 +21,7 @@ from torch import nn
 from tdm_r1.errors import ShapeError
 from tdm_r1.registry import REWARDS
 from tdm_r1.rewards import imagereward_checkpoint as ckpt_map
-from tdm_r1.rewards import random_weights as rw
+from tdm_r1.testing import random_weights as rw
 
 MEAN, STD = 0.16717362830052426, 1.0333394966054072
 

@@ -12,7 +12,7 @@ from tdm_r1 import weights
 from tdm_r1.cli import app
 from tdm_r1.errors import WeightHashError
 from tdm_r1.registry import REWARDS
-from tdm_r1.rewards import random_weights as rw
+from tdm_r1.testing import random_weights as rw
 
 AESTHETIC_SHA256 = "21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511bff0f1e0"
 
@@ -81,11 +81,14 @@ def test_aesthetic_refuses_a_wrong_mlp_before_scoring(
     assert found in result.output and not (tmp_path / "o.csv").exists()
 
 
-def test_weights_verify_names_mismatches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_weights_verify_names_mismatches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     good = tmp_path / "good.bin"
     good.write_bytes(b"published weights")
     wf = pinned(tmp_path, b"published weights")
-    monkeypatch.setitem(weights.MANIFEST, wf.key, wf)
+    weights.declare(wf)
+    request.addfinalizer(lambda: weights.MANIFEST.remove(wf.key))
     monkeypatch.setenv(wf.env, str(good))
     wrong = rw.write_aesthetic_mlp(tmp_path / "mlp.pth", 16, seed=3)
     monkeypatch.setenv("TDMBENCH_AESTHETIC_MLP", str(wrong))

@@ -22,7 +22,7 @@ class Brightness(Reward):
 
 
 def tiny_pipeline_folder(path: Path) -> Path:
-    from tdm_r1.models.tiny import tiny_sd3_pipeline
+    from tdm_r1.testing.tiny import tiny_sd3_pipeline
 
     if not (path / "model_index.json").is_file():
         tiny_sd3_pipeline(seed=0).save_pretrained(path)

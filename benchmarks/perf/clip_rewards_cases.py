@@ -35,8 +35,8 @@ from typing import Any
 import torch
 
 from tdm_r1.registry import REWARDS
-from tdm_r1.rewards import random_weights as rw
 from tdm_r1.rewards.base import Reward
+from tdm_r1.testing import random_weights as rw
 
 #: reward name -> what the case builds (architecture as published).
 ARCHITECTURES: dict[str, str] = {

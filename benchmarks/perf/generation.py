@@ -41,11 +41,11 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
         f"this benchmark needs diffusers (>= 0.36, with Z-Image): pip install diffusers ({exc})"
     ) from exc
 
-from tdm_r1.models import real_configs  # noqa: E402
 from tdm_r1.models.adapter import Conditioning, SamplingSpec, move_module  # noqa: E402
 from tdm_r1.models.sd3 import SD3Adapter  # noqa: E402
 from tdm_r1.models.z_image import ZImageAdapter  # noqa: E402
 from tdm_r1.sampling import sample  # noqa: E402
+from tdm_r1.testing import real_configs  # noqa: E402
 
 #: H100, bf16, transformer alone, random weights (the issue's anchors): ms per image per NFE.
 ANCHORS = {("sd3.5-medium", 512, 16): 9.75, ("sd3.5-medium", 1024, 4): 40.5, ("z-image", 1024, 4): 148.0}

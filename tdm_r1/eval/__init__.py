@@ -13,26 +13,20 @@ Attributes are imported on first use, so ``import tdm_r1.eval`` stays cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from tdm_r1.registry import lazy_attributes
 
+#: Public attributes, imported on first use.
 _EXPORTS = {
-    "evaluate": ("tdm_r1.eval.runner", "evaluate"),
-    "EvalResult": ("tdm_r1.eval.runner", "EvalResult"),
-    "read_summaries": ("tdm_r1.eval.results", "read_summaries"),
-    "read_samples": ("tdm_r1.eval.results", "read_samples"),
-    "read_meta": ("tdm_r1.eval.results", "read_meta"),
-    "build_leaderboard": ("tdm_r1.eval.leaderboard", "build"),
-    "Leaderboard": ("tdm_r1.eval.leaderboard", "Leaderboard"),
-    "write_report": ("tdm_r1.eval.report", "write_report"),
-    "Benchmark": ("tdm_r1.eval.benchmark", "Benchmark"),
+    "evaluate": "tdm_r1.eval.runner:evaluate",
+    "EvalResult": "tdm_r1.eval.runner:EvalResult",
+    "read_summaries": "tdm_r1.eval.results:read_summaries",
+    "read_samples": "tdm_r1.eval.results:read_samples",
+    "read_meta": "tdm_r1.eval.results:read_meta",
+    "build_leaderboard": "tdm_r1.eval.leaderboard:build",
+    "Leaderboard": "tdm_r1.eval.leaderboard:Leaderboard",
+    "write_report": "tdm_r1.eval.report:write_report",
+    "Benchmark": "tdm_r1.eval.benchmark:Benchmark",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'tdm_r1.eval' has no attribute {name!r}")
-    module, attr = _EXPORTS[name]
-    return getattr(importlib.import_module(module), attr)
+__getattr__ = lazy_attributes(__name__, _EXPORTS)

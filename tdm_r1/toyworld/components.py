@@ -20,7 +20,7 @@ TOKENIZER_MAX_LENGTH = 20
 
 def clip_tokenizer(model_max_length: int = TOKENIZER_MAX_LENGTH) -> Any:
     """The real CLIP tokenizer (49408 tokens, built offline) with the toy's short max length."""
-    from tdm_r1.models.tiny import clip_tokenizer as build
+    from tdm_r1.toyworld.clip_tokenizer import clip_tokenizer as build
 
     return build(model_max_length)
 

@@ -6,22 +6,19 @@ script write random-initialised models in exactly the formats the rewards read (
 with the LAION key names, ``ImageReward.pt`` with upstream key names) and load them through
 the real loading code. ``size="tiny"`` builds models of a few MB in seconds; the real sizes
 (``"vit-l-14"``, ``"vit-h-14"``, ``"blip-large"``) reproduce the published architectures.
-The CLIP tokenizer is the real one: its BPE vocabulary ships inside the open_clip wheel.
+The CLIP tokenizer is the real one (:mod:`tdm_r1.toyworld.clip_tokenizer`).
 """
 
 from __future__ import annotations
 
-import gzip
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from tdm_r1.errors import ConfigError, MissingExtraError
-
-CLIP_VOCAB_SIZE = 49408
+from tdm_r1.errors import ConfigError
+from tdm_r1.toyworld.clip_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
 
 #: transformers CLIPConfig kwargs per size (text_config, vision_config, projection_dim).
 HF_CLIP_SIZES: dict[str, dict[str, Any]] = {
@@ -141,63 +138,6 @@ def _size(table: dict[str, Any], size: str) -> dict[str, Any]:
     if size not in table:
         raise ConfigError(f"unknown size {size!r}; valid: {', '.join(table)}")
     return table[size]
-
-
-# ------------------------------------------------------------------------------------ CLIP BPE
-def bundled_clip_bpe() -> Path:
-    """Path of ``bpe_simple_vocab_16e6.txt.gz`` inside the open_clip wheel (without importing it)."""
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or spec.origin is None:
-        raise MissingExtraError(
-            "the CLIP BPE vocabulary is taken from the open_clip wheel: pip install 'tdmbench[clip]'"
-        )
-    return Path(spec.origin).parent / "bpe_simple_vocab_16e6.txt.gz"
-
-
-def _byte_symbols() -> list[str]:
-    """GPT-2/CLIP byte -> printable unicode table, in CLIP's vocabulary order."""
-    printable = [
-        *range(ord("!"), ord("~") + 1),
-        *range(ord("¡"), ord("¬") + 1),
-        *range(ord("®"), ord("ÿ") + 1),
-    ]
-    codes = list(printable)
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
-
-
-def clip_tokenizer() -> Any:
-    """transformers ``CLIPTokenizer`` with the real 49408-token CLIP vocabulary.
-
-    Vocabulary order as in CLIP: 256 byte symbols, the same with ``</w>``, one entry per merge,
-    then ``<|startoftext|>``, ``<|endoftext|>``. transformers 5 takes ``vocab=`` / ``merges=``
-    objects (its old ``vocab_file=`` keyword is silently ignored).
-    """
-    from transformers import CLIPTokenizer
-
-    with gzip.open(bundled_clip_bpe()) as f:
-        lines = f.read().decode("utf-8").split("\n")
-    n_merges = CLIP_VOCAB_SIZE - 2 * 256 - 2
-    merges = [tuple(line.split()) for line in lines[1 : 1 + n_merges]]
-    symbols = _byte_symbols()
-    tokens = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges)]
-    tokens += ["<|startoftext|>", "<|endoftext|>"]
-    tok = CLIPTokenizer(
-        vocab={t: i for i, t in enumerate(tokens)},
-        merges=merges,
-        unk_token="<|endoftext|>",
-        bos_token="<|startoftext|>",
-        eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>",
-    )
-    if len(tok) != CLIP_VOCAB_SIZE:
-        raise ConfigError(f"built a CLIP tokenizer with {len(tok)} tokens instead of {CLIP_VOCAB_SIZE}")
-    return tok
 
 
 # ----------------------------------------------------------------------------- writers

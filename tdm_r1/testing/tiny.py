@@ -1,14 +1,12 @@
 """Tiny random-weight diffusers pipelines built offline, in code, with fixed seeds.
 
-Used by the tests (fidelity against the diffusers pipelines), by the CPU run of the perf script and
-as scaffolding for the toy model. Every component is a *real* diffusers / transformers class, so
-the real loading, encoding and sampling code runs; only the sizes are small and the weights random.
+Used by the tests (fidelity against the diffusers pipelines) and by the CPU run of the perf script.
+Every component is a *real* diffusers / transformers class, so the real loading, encoding and
+sampling code runs; only the sizes are small and the weights random.
 
 Tokenizers are built without network access:
 
-* CLIP: the real CLIP BPE vocabulary shipped inside the ``open-clip-torch`` wheel
-  (``open_clip/bpe_simple_vocab_16e6.txt.gz``), turned into a transformers ``CLIPTokenizer``
-  (49408 tokens; read without importing ``open_clip``, whose ``__init__`` needs torchvision).
+* CLIP: the real CLIP tokenizer, built offline (:mod:`tdm_r1.toyworld.clip_tokenizer`).
 * Qwen3 / T5 stand-in: a small byte-level BPE trained here on a fixed corpus, with a chat template
   (``ZImagePipeline`` calls ``apply_chat_template``).
 """
@@ -16,75 +14,15 @@ Tokenizers are built without network access:
 from __future__ import annotations
 
 import functools
-import gzip
-import importlib.util
-from pathlib import Path
 from typing import Any
 
-from tdm_r1.errors import MissingExtraError
-
-#: Special tokens of the real CLIP vocabulary (ids 49406 and 49407).
-CLIP_BOS = "<|startoftext|>"
-CLIP_EOS = "<|endoftext|>"
-CLIP_VOCAB_SIZE = 49408
+from tdm_r1.toyworld.clip_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
 
 #: A 3-line ChatML template: enough for ``ZImagePipeline`` (it passes ``enable_thinking``, ignored here).
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """The byte -> printable-character table of byte-level BPE (GPT-2 / CLIP).
-
-    Printable Latin-1 bytes map to themselves; the remaining 68 bytes map to code points 256+.
-    """
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {b: chr(b) for b in keep}
-    extra = 0
-    for b in range(256):
-        if b not in table:
-            table[b] = chr(256 + extra)
-            extra += 1
-    return {b: table[b] for b in [*keep, *(b for b in range(256) if b not in keep)]}
-
-
-def clip_vocab_path() -> Path:
-    """Path of the CLIP BPE merges file inside the installed ``open-clip-torch`` wheel."""
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or spec.origin is None:
-        raise MissingExtraError(
-            "The offline CLIP tokenizer needs the CLIP BPE vocabulary shipped in the open-clip-torch wheel. "
-            "Install it with: pip install 'tdmbench[clip]'  (or: pip install --no-deps open-clip-torch)"
-        )
-    path = Path(spec.origin).parent / "bpe_simple_vocab_16e6.txt.gz"
-    if not path.is_file():
-        raise MissingExtraError(
-            f"open-clip-torch is installed but {path} is missing; reinstall open-clip-torch"
-        )
-    return path
-
-
-@functools.lru_cache(maxsize=2)
-def clip_tokenizer(model_max_length: int = 77) -> Any:
-    """The real CLIP tokenizer (49408 tokens) as a transformers ``CLIPTokenizer``, built offline.
-
-    Vocabulary order (as in the original CLIP code): the 256 byte symbols, the same with ``</w>``,
-    one token per merge (48894 merges), then the two special tokens.
-    """
-    from transformers import CLIPTokenizer
-
-    with gzip.open(clip_vocab_path(), "rt", encoding="utf-8") as fh:
-        lines = fh.read().split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
-    symbols = list(_bytes_to_unicode().values())
-    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + [CLIP_BOS, CLIP_EOS]
-    vocab = {tok: i for i, tok in enumerate(tokens)}
-    tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
-    if len(tok) != CLIP_VOCAB_SIZE:  # transformers 4 silently ignored vocab= and gave 3 tokens
-        raise RuntimeError(f"offline CLIP tokenizer has {len(tok)} tokens, expected {CLIP_VOCAB_SIZE}")
-    return tok
 
 
 _CORPUS = [
