@@ -13,6 +13,7 @@ import torch
 
 from tdm_r1.errors import ConfigError
 from tdm_r1.label.db import LabelDB, LabelDBError, RunMismatchError
+from tdm_r1.label.records import LockedError
 from tdm_r1.rewards.base import RewardOutput, build_reward
 from tdm_r1.rewards.likes import budget_pick, png_bytes
 
@@ -28,15 +29,22 @@ def _likes(**opts: Any) -> Any:
 
 
 def _rate_when_pending(db_path: Path, rule: dict[str, list[int | None]], stop: threading.Event) -> None:
-    """A rater on the database: labels each pending group by prompt (None = leave unlabelled)."""
+    """A rater on the database: labels each pending group by prompt (None = leave unlabelled).
+
+    A write that meets a lock held past the busy timeout (a loaded machine) is retried on the next
+    pass, as a person would click again: the rater must not die and leave the trainer waiting.
+    """
     db = LabelDB(db_path)
     while not stop.is_set():
-        for g in db.pending(limit=100):
-            group = db.group(g["id"])
-            for im, lab in zip(group["images"], rule[group["prompt"]], strict=True):
-                if lab is not None:
-                    db.add_label(im["id"], "r0", lab, group_id=g["id"], client_id=f"{im['id']}-r0")
-            db.set_status([g["id"]], "seen-by-test")
+        try:
+            for g in db.pending(limit=100):
+                group = db.group(g["id"])
+                for im, lab in zip(group["images"], rule[group["prompt"]], strict=True):
+                    if lab is not None:
+                        db.add_label(im["id"], "r0", lab, group_id=g["id"], client_id=f"{im['id']}-r0")
+                db.set_status([g["id"]], "seen-by-test")
+        except LockedError:  # locked past the busy timeout: try again (client ids make it idempotent)
+            pass
         time.sleep(0.02)
 
 
@@ -114,7 +122,10 @@ def test_a_resumed_run_sends_no_group_twice_and_loses_no_label(tmp_path: Path) -
     threading.Thread(
         target=_rate_when_pending, args=(path, {"p": [1, 0], "q": [0, 1]}, stop), daemon=True
     ).start()
-    first = _likes(db=str(path), run="r").__call__(images=imgs, prompts=prompts, metadata=[{}] * 4)
+    # a bounded wait: a test must fail, not hang, if its rater cannot answer
+    first = _likes(db=str(path), run="r", policy="timeout", timeout=120)(
+        images=imgs, prompts=prompts, metadata=[{}] * 4
+    )
     stop.set()
     before = LabelDB(path).stats()
     # the run is stopped; a new process builds the reward again and regenerates the same epoch
