@@ -46,7 +46,8 @@ from tdm_r1.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from tdm_r1.models.base import Conditioning, FlowAdapter
+    from tdm_r1.models.adapter import FlowAdapter
+    from tdm_r1.models.conditioning import Conditioning
 
 Solver = Literal["euler", "dpmsolver++"]
 Spacing = Literal["flowmatch", "zero-terminal", "z-image", "trailing"]
@@ -338,7 +339,7 @@ def sample(
 
 
 def _cat_conditioning(uncond: Conditioning | None, cond: Conditioning) -> Conditioning:
-    from tdm_r1.models.base import Conditioning
+    from tdm_r1.models.conditioning import Conditioning
 
     assert uncond is not None
     return Conditioning.cat([uncond, cond])

@@ -8,7 +8,7 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 
 from tdm_r1.errors import ConfigError
-from tdm_r1.models.adapter import Conditioning
+from tdm_r1.models.conditioning import Conditioning
 from tdm_r1.sampling import (
     calculate_shift,
     count_passes,
