@@ -11,56 +11,18 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tdm_r1.errors import ConfigError
-from tdm_r1.sampling import derive_seed
+from tdm_r1.prompt_files import PromptRecord, read_prompts
+from tdm_r1.seeds import derive_seed
 
 if TYPE_CHECKING:
     from tdm_r1.models.adapter import FlowAdapter
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PromptRecord:
-    """One prompt of a prompts file: its 0-based index, text and extra metadata (JSONL fields)."""
-
-    index: int
-    prompt: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def read_prompts(path: str | Path) -> list[PromptRecord]:
-    """``.txt`` (one prompt per non-empty line) or ``.jsonl`` (a ``prompt`` field; other fields kept)."""
-    from tdm_r1.errors import read_text
-
-    path = Path(path)
-    text = read_text(path, "prompts file")
-    records: list[PromptRecord] = []
-    if path.suffix == ".jsonl":
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ConfigError(f"{path}:{lineno}: invalid JSON ({exc})") from exc
-            if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
-                raise ConfigError(f"{path}:{lineno}: each line needs a string field 'prompt'")
-            meta = {k: v for k, v in row.items() if k != "prompt"}
-            records.append(PromptRecord(len(records), row["prompt"], meta))
-    elif path.suffix in (".txt", ""):
-        for line in text.splitlines():
-            if line.strip():
-                records.append(PromptRecord(len(records), line.strip()))
-    else:
-        raise ConfigError(f"prompts file {path}: use .txt (one prompt per line) or .jsonl (a 'prompt' field)")
-    if not records:
-        raise ConfigError(f"prompts file {path} has no prompts")
-    return records
 
 
 @dataclass(frozen=True)
@@ -210,9 +172,7 @@ def generate_to_dir(
             out_dir,
             len(todo),
         )
-    nfe = adapter.schedule(spec.steps, height=spec.height, width=spec.width).passes * (
-        2 if spec.guidance != 1.0 else 1
-    )
+    nfe = spec.nfe
     meta_path = out_dir / "metadata.jsonl"
     bar = None
     if progress:

@@ -144,3 +144,7 @@ def register_model(name: str, *, aliases: tuple[str, ...] | list[str] = (), **me
 
 def register_benchmark(name: str, *, aliases: tuple[str, ...] | list[str] = (), **meta: Any):
     return BENCHMARKS.register(name, aliases=aliases, **meta)
+
+
+#: Training methods (``tdm_r1.train.methods``), keyed by method name.
+METHODS: Registry[Any] = Registry("method", builtins=("tdm_r1.train.methods.tdm_r1",))

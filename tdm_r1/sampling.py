@@ -1,190 +1,24 @@
-"""Deterministic flow samplers shared by every model adapter, returning the full trajectory.
+"""The deterministic flow sampler shared by every model adapter, returning the full trajectory.
 
-Convention (everywhere in tdmbench): ``x_sigma = (1 - sigma) * x0 + sigma * noise`` and the
-velocity is ``v = noise - x0``, so ``x0 = x - sigma * v`` and an Euler step is
-``x_next = x + (sigma_next - sigma) * v``. Adapters hide each model's own convention.
-
-Schedules reproduce the diffusers schedulers used by the reference pipelines, value for value:
-
-* ``"euler"`` = ``FlowMatchEulerDiscreteScheduler``. Three spacings of the unshifted sigmas
-  (``spacing``), then the static shift ``s' = shift*s / (1 + (shift-1)*s)`` (or, with ``mu``, the
-  dynamic exponential shift ``e^mu / (e^mu + 1/s - 1)``), then a final 0:
-
-  - ``"flowmatch"`` (SD3 pipeline): ``linspace(1, sigma_min, K)`` where ``sigma_min`` is the
-    scheduler's own smallest training sigma, ``shift(1/1000)`` (so it is shifted twice);
-  - ``"zero-terminal"`` (``ZImagePipeline`` up to diffusers 0.36, which sets
-    ``scheduler.sigma_min = 0``): ``linspace(1, 0, K)``; the last scheduled step then starts at
-    sigma 0 and has zero length, which is why Z-Image-Turbo's "9 steps" are 8 transformer passes
-    and TDM-R1's Z-Image "5 steps" are 4. tdmbench skips such a step without a transformer pass;
-  - ``"z-image"`` (``ZImagePipeline`` in diffusers >= 0.37): ``linspace(1, 1/K, K)``;
-  - ``"trailing"`` (diffusers' trailing timestep spacing; TDM's few-step boundaries):
-    ``linspace(1, 0, K+1)[:K]``, so each of the K steps covers 1/K of (un-shifted) time and every
-    pass does work. ``"flowmatch"`` with small K wastes its last pass: for K=4 it ends with a
-    step from sigma 0.001 to 0 (the toy student up to models v2 was such a 3-step model plus a no-op).
-
-* ``"dpmsolver++"`` = ``DPMSolverMultistepScheduler(use_flow_sigmas=True, prediction_type=
-  "flow_prediction", solver_order=2, algorithm_type="dpmsolver++", solver_type="midpoint",
-  final_sigmas_type="zero")`` as TDM / TDM-R1 configure it (the Sana scheduler config with
-  ``flow_shift``): sigmas ``shift(1 - linspace(1, 1/1000, K+1))`` reversed without the last, then 0.
-  First-order first and last steps, second-order midpoint in between. diffusers feeds the model
-  **integer** timesteps ``int(1000 * sigma)`` (e.g. 999, 899, 749, 499 for K=4, shift 3) while the
-  solver uses the exact sigmas; :class:`FlowSchedule` keeps both (``model_sigmas``).
+The flow convention and its math are in :mod:`tdm_r1.flow`; the schedules (sigmas of every
+solver and spacing, NFE) in :mod:`tdm_r1.schedule`. Adapters hide each model's own convention.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from tdm_r1.errors import ConfigError
+from tdm_r1.flow import cfg, euler_step, x0_from_v
+from tdm_r1.schedule import SOLVERS, FlowSchedule
 
 if TYPE_CHECKING:
     import torch
 
     from tdm_r1.models.adapter import FlowAdapter
     from tdm_r1.models.conditioning import Conditioning
-
-Solver = Literal["euler", "dpmsolver++"]
-Spacing = Literal["flowmatch", "zero-terminal", "z-image", "trailing"]
-SOLVERS: tuple[str, ...] = ("euler", "dpmsolver++")
-SPACINGS: tuple[str, ...] = ("flowmatch", "zero-terminal", "z-image", "trailing")
-NUM_TRAIN_TIMESTEPS = 1000
-
-
-@dataclass(frozen=True)
-class FlowSchedule:
-    """A sampling schedule.
-
-    Attributes:
-        sigmas: (K+1,) float32, from ~1 down to 0: the boundaries of the K steps.
-        model_sigmas: (K,) float32: the sigma the transformer is told at step k (equal to
-            ``sigmas[:-1]`` except for DPM-Solver, whose diffusers timesteps are integers).
-        solver: "euler" or "dpmsolver++".
-    """
-
-    sigmas: torch.Tensor
-    model_sigmas: torch.Tensor
-    solver: str
-
-    @property
-    def steps(self) -> int:
-        return int(self.sigmas.numel()) - 1
-
-    @property
-    def passes(self) -> int:
-        """Transformer passes per image without CFG (zero-length steps cost nothing)."""
-        return int((self.sigmas[:-1] != self.sigmas[1:]).sum())
-
-
-def _static_shift(s: np.ndarray, shift: float) -> np.ndarray:
-    return shift * s / (1 + (shift - 1) * s)
-
-
-def _dynamic_shift(s: np.ndarray, mu: float) -> np.ndarray:
-    """diffusers' exponential time shift with exponent 1: ``e^mu / (e^mu + (1/s - 1))``; s=0 -> 0."""
-    out = np.zeros_like(s)
-    pos = s > 0
-    out[pos] = math.exp(mu) / (math.exp(mu) + (1 / s[pos] - 1))
-    return out
-
-
-def calculate_shift(
-    image_seq_len: int,
-    base_seq_len: int = 256,
-    max_seq_len: int = 4096,
-    base_shift: float = 0.5,
-    max_shift: float = 1.15,
-) -> float:
-    """Resolution-dependent ``mu`` (linear in the number of latent tokens), as the diffusers pipelines compute it."""
-    m = (max_shift - base_shift) / (max_seq_len - base_seq_len)
-    return image_seq_len * m + (base_shift - m * base_seq_len)
-
-
-def flow_schedule(
-    steps: int,
-    *,
-    shift: float = 1.0,
-    solver: str = "euler",
-    spacing: str = "flowmatch",
-    mu: float | None = None,
-) -> FlowSchedule:
-    """Sigmas (and model-time sigmas) matching the diffusers schedulers; see the module docstring.
-
-    Args:
-        steps: K, the number of scheduled steps (>= 1).
-        shift: static shift (``FlowMatchEulerDiscreteScheduler.shift`` / DPM ``flow_shift``).
-        solver: "euler" (FlowMatch Euler) or "dpmsolver++".
-        spacing: Euler only: "flowmatch", "zero-terminal", "z-image" or "trailing".
-        mu: Euler only: dynamic shifting exponent (``use_dynamic_shifting=True`` schedulers); replaces ``shift``.
-    """
-    import torch
-
-    if steps < 1:
-        raise ConfigError(f"steps must be >= 1, got {steps}")
-    if shift <= 0:
-        raise ConfigError(f"shift must be > 0, got {shift}")
-    if solver == "euler":
-        if spacing == "flowmatch":
-            # the scheduler's sigma_min: its smallest training sigma 1/1000, shifted (in float32, as diffusers)
-            s_min = torch.tensor(1.0 / NUM_TRAIN_TIMESTEPS, dtype=torch.float32)
-            if mu is None:
-                s_min = shift * s_min / (1 + (shift - 1) * s_min)
-            base = np.linspace(1.0, float(s_min.item()), steps)
-        elif spacing == "zero-terminal":
-            base = np.linspace(1.0, 0.0, steps)
-        elif spacing == "z-image":
-            base = np.linspace(1.0, 1.0 / steps, steps)
-        elif spacing == "trailing":
-            base = np.linspace(1.0, 0.0, steps + 1)[:-1]
-        else:
-            raise ConfigError(f"unknown spacing {spacing!r}; valid: {', '.join(SPACINGS)}")
-        shifted = _dynamic_shift(base, mu) if mu is not None else _static_shift(base, shift)
-        sig = torch.from_numpy(shifted).to(torch.float32)
-        sigmas = torch.cat([sig, torch.zeros(1)])
-        return FlowSchedule(sigmas=sigmas, model_sigmas=sigmas[:-1].clone(), solver=solver)
-    if solver == "dpmsolver++":
-        if mu is not None:
-            raise ConfigError("dynamic shifting (mu) is only implemented for the Euler solver")
-        alphas = np.linspace(1, 1 / NUM_TRAIN_TIMESTEPS, steps + 1)
-        s = np.flip(_static_shift(1.0 - alphas, shift))[:-1].copy()
-        timesteps = (s * NUM_TRAIN_TIMESTEPS).astype(np.int64)  # diffusers casts to int64 (truncation)
-        sigmas = torch.from_numpy(np.concatenate([s, [0.0]]).astype(np.float32))
-        model_sigmas = torch.from_numpy(timesteps.astype(np.float32) / NUM_TRAIN_TIMESTEPS)
-        return FlowSchedule(sigmas=sigmas, model_sigmas=model_sigmas, solver=solver)
-    raise ConfigError(f"unknown solver {solver!r}; valid: {', '.join(SOLVERS)}")
-
-
-def flow_sigmas(
-    steps: int,
-    *,
-    shift: float = 1.0,
-    solver: str = "euler",
-    spacing: str = "flowmatch",
-    mu: float | None = None,
-) -> torch.Tensor:
-    """(K+1,) float32 sigmas from ~1 to 0; see :func:`flow_schedule`."""
-    return flow_schedule(steps, shift=shift, solver=solver, spacing=spacing, mu=mu).sigmas
-
-
-def count_passes(steps: int, *, solver: str = "euler", spacing: str = "flowmatch") -> int:
-    """Transformer passes per image without CFG, computed without torch (for ``tdmbench ls models``)."""
-    if solver == "euler" and spacing == "zero-terminal" and steps > 1:
-        return steps - 1
-    return steps
-
-
-def derive_seed(base_seed: int, *keys: int | str) -> int:
-    """A 63-bit seed derived deterministically from ``base_seed`` and keys (e.g. prompt index, image index).
-
-    Independent of batch composition and order, so any subset of images regenerates identically.
-    """
-    text = ":".join(str(k) for k in (base_seed, *keys))
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") >> 1
 
 
 @dataclass
@@ -210,24 +44,6 @@ class Trajectory:
     def final(self) -> torch.Tensor:
         """(N, C, h, w) the sample at sigma 0."""
         return self.latents[:, -1]
-
-
-def guided_velocity(
-    v_cond: torch.Tensor, v_uncond: torch.Tensor, guidance: float, renorm: float | None = None
-) -> torch.Tensor:
-    """CFG: ``v_u + g * (v_c - v_u)``; with ``renorm``, each sample's norm is capped at ``renorm * |v_c|``.
-
-    ``renorm`` reproduces ``ZImagePipeline(cfg_normalization=...)`` (norms over all latent elements).
-    """
-    import torch
-
-    v = v_uncond + guidance * (v_cond - v_uncond)
-    if renorm is not None and renorm > 0:
-        limit = renorm * v_cond.flatten(1).norm(dim=1)
-        norm = v.flatten(1).norm(dim=1)
-        scale = torch.where(norm > limit, limit / norm, torch.ones_like(norm))
-        v = v * scale.view(-1, *([1] * (v.ndim - 1)))
-    return v
 
 
 def sample(
@@ -259,7 +75,7 @@ def sample(
         solver: "euler" or "dpmsolver++" (default: the schedule's, else "euler").
         role: LoRA role used for every pass (None = frozen base).
         model_sigmas: (K,) sigmas fed to the transformer (default ``sigmas[:-1]``).
-        cfg_renorm: optional CFG norm cap, see :func:`guided_velocity`.
+        cfg_renorm: optional CFG norm cap, see :func:`tdm_r1.flow.cfg`.
         keep_grad: keep the autograd graph (default: run under ``torch.no_grad``).
         return_x0: also return the per-step x0 predictions.
         progress: show a tqdm bar over steps.
@@ -298,7 +114,7 @@ def sample(
             return vel(x, x.new_full((n,), s_model), cond, role=role).float()
         out = vel(torch.cat([x, x]), x.new_full((2 * n,), s_model), both, role=role).float()
         v_u, v_c = out[:n], out[n:]
-        return guided_velocity(v_c, v_u, guidance, cfg_renorm)
+        return cfg(v_c, v_u, guidance, cfg_renorm)
 
     ctx = torch.enable_grad() if keep_grad else torch.no_grad()
     x = noise.float()
@@ -321,9 +137,9 @@ def sample(
                 continue
             v = velocity(x, float(model_sigmas[k]))
             nfe += 2 if use_cfg else 1
-            x0 = x - sigmas[k] * v
+            x0 = x0_from_v(x, sigmas[k], v)
             if solver == "euler":
-                x = x + (sigmas[k + 1] - sigmas[k]) * v
+                x = euler_step(x, sigmas[k], sigmas[k + 1], v)
             else:
                 x, prev = _dpm_step(x, x0, sigmas, k, prev, last=k == steps - 1)
             latents.append(x)

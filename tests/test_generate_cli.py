@@ -12,9 +12,10 @@ from typer.testing import CliRunner
 
 from tdm_r1.cli import app
 from tdm_r1.errors import ConfigError
-from tdm_r1.generation import plan_jobs, read_prompts
+from tdm_r1.generation import plan_jobs
 from tdm_r1.models.tiny import tiny_sd3_pipeline
-from tdm_r1.sampling import derive_seed
+from tdm_r1.prompt_files import read_prompts
+from tdm_r1.seeds import derive_seed
 
 runner = CliRunner()
 

@@ -7,15 +7,14 @@ import math
 import pytest
 import torch
 
+from tdm_r1.flow import shift_sigma, unshift_sigma
 from tdm_r1.method.advantages import group_advantages
 from tdm_r1.method.losses import fake_score_loss, generator_loss, surrogate_loss
 from tdm_r1.method.noise import (
     renoise,
     renoise_coefficients,
     sample_sigma_above,
-    shift_sigma,
     surrogate_velocity_target,
-    unshift_sigma,
 )
 
 

@@ -13,7 +13,8 @@ from tdm_r1.errors import ConfigError, ShapeError
 from tdm_r1.models.sd3 import SD3Adapter
 from tdm_r1.models.spec import SamplingSpec
 from tdm_r1.models.tiny import tiny_sd3_pipeline
-from tdm_r1.sampling import flow_schedule, sample
+from tdm_r1.sampling import sample
+from tdm_r1.schedule import flow_schedule
 
 H = W = 32
 PROMPTS = ["a red cube on a blue sphere", "the word STOP on a sign"]

@@ -11,7 +11,8 @@ from lora_testing import add_random_role
 from tdm_r1.models.spec import SamplingSpec
 from tdm_r1.models.tiny import tiny_z_image_pipeline
 from tdm_r1.models.z_image import ZImageAdapter
-from tdm_r1.sampling import flow_schedule, sample
+from tdm_r1.sampling import sample
+from tdm_r1.schedule import flow_schedule
 
 H = W = 32
 PROMPTS = ["a red cube", "two green cats and three yellow dogs next to a white car"]

@@ -8,16 +8,15 @@ import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 
 from tdm_r1.errors import ConfigError
+from tdm_r1.flow import cfg as guided_velocity
 from tdm_r1.models.conditioning import Conditioning
-from tdm_r1.sampling import (
-    calculate_shift,
-    count_passes,
-    derive_seed,
-    flow_schedule,
-    flow_sigmas,
-    guided_velocity,
-    sample,
-)
+from tdm_r1.sampling import sample
+from tdm_r1.schedule import calculate_shift, count_passes, flow_schedule, nfe
+from tdm_r1.seeds import derive_seed
+
+
+def flow_sigmas(steps: int, **kw) -> torch.Tensor:
+    return flow_schedule(steps, **kw).sigmas
 
 
 def _dpm(shift: float) -> DPMSolverMultistepScheduler:
@@ -233,3 +232,31 @@ def test_sample_keeps_grad_only_when_asked() -> None:
     traj = sample(Linear(), _cond(1, 0.0), x, flow_schedule(2), keep_grad=True)
     traj.final.sum().backward()
     assert w.grad is not None and np.isfinite(float(w.grad))
+
+
+def test_nfe_counts_working_passes_and_doubles_with_cfg() -> None:
+    # Z-Image-Turbo: 9 scheduled steps on a zero-terminal schedule are 8 passes; CFG doubles
+    assert nfe(9, spacing="zero-terminal") == 8 and nfe(9, guidance=2.0, spacing="zero-terminal") == 16
+    assert nfe(4, spacing="trailing") == 4 and nfe(28, guidance=4.5) == 56
+    assert nfe(4, solver="dpmsolver++", shift=3.0) == flow_schedule(4, shift=3.0, solver="dpmsolver++").passes
+
+
+def test_flow_math_by_hand() -> None:
+    from tdm_r1.flow import euler_step, shift_sigma, unshift_sigma, x0_from_v
+
+    x, v = torch.tensor([[[[2.0]]], [[[4.0]]]]), torch.tensor([[[[1.0]]], [[[-2.0]]]])
+    s = torch.tensor([0.5, 0.25])
+    assert x0_from_v(x, s, v).flatten().tolist() == [1.5, 4.5]  # x - s v, one sigma per sample
+    assert euler_step(x, s, torch.tensor([0.25, 0.0]), v).flatten().tolist() == [1.75, 4.5]
+    assert x0_from_v(x, 0.5, v).flatten().tolist() == [1.5, 5.0]  # a float broadcasts
+    assert shift_sigma(0.5, 3.0) == pytest.approx(0.75) and unshift_sigma(0.75, 3.0) == pytest.approx(0.5)
+    assert shift_sigma(np.array([0.0, 1.0]), 3.0).tolist() == [0.0, 1.0]
+
+
+def test_schedule_and_flow_modules_import_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, tdm_r1.schedule, tdm_r1.flow, tdm_r1.seeds; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

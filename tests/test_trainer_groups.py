@@ -14,11 +14,11 @@ from tdm_r1.errors import ConfigError
 
 def _record_surrogate_queries(monkeypatch: pytest.MonkeyPatch, trainer) -> list[dict]:
     """Wrap the trainer's surrogate query to record, per call, each sample's group, boundary and draws."""
-    import tdm_r1.train.trainer as mod
+    import tdm_r1.train.methods.tdm_r1 as mod
 
     calls: list[dict] = []
     real_renoise = mod.renoise
-    real_errors = trainer._surrogate_errors
+    real_errors = trainer.method._surrogate_errors
 
     def errors(lat, cond, groups, blk, j_draw):
         box: dict = {"groups": groups.tolist(), "blk": blk}
@@ -36,7 +36,7 @@ def _record_surrogate_queries(monkeypatch: pytest.MonkeyPatch, trainer) -> list[
         calls.append(box)
         return out
 
-    monkeypatch.setattr(trainer, "_surrogate_errors", errors)
+    monkeypatch.setattr(trainer.method, "_surrogate_errors", errors)
     return calls
 
 
@@ -78,7 +78,7 @@ def test_a_group_larger_than_a_micro_batch_is_one_block(
     registered, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Group 8 over micro-batches of 4: the pieces share the draws, and the weight uses the whole group."""
-    import tdm_r1.train.trainer as mod
+    import tdm_r1.train.methods.tdm_r1 as mod
     from tdm_r1.train.trainer import Trainer
 
     cfg = trainkit.small_config(
@@ -89,7 +89,7 @@ def test_a_group_larger_than_a_micro_batch_is_one_block(
     )
     t = Trainer(cfg)
     t.setup()
-    assert t.micro_per_block == 2
+    assert t.cfg.micro_per_block == 2
     sums_seen: list[torch.Tensor] = []
     real_loss = mod.surrogate_loss
 
@@ -155,7 +155,7 @@ def test_split_groups_are_refused_with_the_knob_named(registered, tmp_path: Path
     [("flowmatch", 4, [0, 1, 2]), ("zero-terminal", 5, [0, 1, 2, 3]), ("trailing", 4, [0, 1, 2, 3])],
 )
 def test_zero_or_near_zero_steps_are_never_trained(spacing: str, steps: int, trained: list[int]) -> None:
-    from tdm_r1.sampling import flow_schedule
+    from tdm_r1.schedule import flow_schedule
     from tdm_r1.train.config import trainable_steps
 
     sig = flow_schedule(steps, spacing=spacing).sigmas
@@ -176,10 +176,8 @@ def test_trainer_draws_only_working_steps(
     t.setup()
     assert t.train_steps == [0, 1]  # sigmas 1, 0.5, 0, 0: the last step has zero length
     seen: list[int] = []
-    real = t.fake_step
-    monkeypatch.setattr(
-        t, "fake_step", lambda lat, cond, gidx, mi, j: seen.append(j) or real(lat, cond, gidx, mi, j)
-    )
+    real = t.method.fake_step
+    monkeypatch.setattr(t.method, "fake_step", lambda batch, j: seen.append(j) or real(batch, j))
     t.train_epoch()
     assert seen and set(seen) <= {0, 1}
 

@@ -1,7 +1,7 @@
 """Time and peak memory of one TDM-R1 micro-step (fake, surrogate and generator updates).
 
-Runs the trainer's own step functions (``Trainer.fake_step`` / ``surrogate_step`` /
-``generator_step`` + the three optimiser steps) on random weights of the real architectures with
+Runs the TDM-R1 method's own step functions (``TdmR1.fake_step`` / ``surrogate_step`` /
+``generator_step``) and the loop's three optimiser steps on random weights of the real architectures with
 the three LoRA roles (r=32, alpha=64 on the attention projections), gradient checkpointing on,
 text encoders absent (conditioning given directly: they are offloaded after encoding).
 
@@ -39,7 +39,9 @@ from generation import REDUCED, conditioning, make_adapter, sync  # noqa: E402
 
 from tdm_r1.train.config import load_train_config  # noqa: E402
 from tdm_r1.train.ema import EMA  # noqa: E402
-from tdm_r1.train.trainer import FAKE, GEN, OLD, SUR, Trainer  # noqa: E402
+from tdm_r1.train.methods.base import Batch  # noqa: E402
+from tdm_r1.train.methods.tdm_r1 import FAKE, GEN, OLD, SUR, TdmR1  # noqa: E402
+from tdm_r1.train.trainer import Trainer  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -83,7 +85,8 @@ def build_trainer(
     sched = adapter.schedule(4, height=res, width=res)
     t.schedule, t.sigmas, t.model_sigmas = sched, sched.sigmas.float(), sched.model_sigmas.float()
     t.shift = 3.0
-    t.null = conditioning(model, 1, tokens, width, device, dtype)
+    t.train_steps = [0, 1, 2, 3]
+    t.method = TdmR1(t, null=conditioning(model, 1, tokens, width, device, dtype))
     t.opt = {r: torch.optim.AdamW(adapter.role_parameters(r), lr=3e-4) for r in (GEN, FAKE, SUR)}
     t.ema = EMA(adapter.role_parameters(GEN), 0.9)
     t.updates = {GEN: 0, FAKE: 0, SUR: 0}
@@ -92,10 +95,11 @@ def build_trainer(
 
 
 def micro_step(t: Trainer, cond: Any, latents: torch.Tensor, adv: torch.Tensor, groups: torch.Tensor) -> None:
-    gidx = list(range(latents.shape[0]))
-    t.fake_step(latents, cond, gidx, 0, 1)
-    t.surrogate_step(latents, cond, adv, groups, 0, 0)
-    t.generator_step(latents, cond, gidx, groups, 0, 1)
+    n = latents.shape[0]
+    batch = Batch(0, 0, slice(0, n), torch.arange(n), groups, latents, adv, cond)
+    t.method.fake_step(batch, 1)
+    t.method.surrogate_step(batch, 0)
+    t.method.generator_step(batch, 1)
     for role in (FAKE, SUR, GEN):
         t._step(role)
 

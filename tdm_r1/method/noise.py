@@ -8,15 +8,7 @@ from __future__ import annotations
 
 import torch
 
-
-def shift_sigma(t: torch.Tensor, shift: float) -> torch.Tensor:
-    """Flow shift: un-shifted time t in [0, 1] -> sigma = shift t / (1 + (shift - 1) t)."""
-    return shift * t / (1 + (shift - 1) * t)
-
-
-def unshift_sigma(sigma: torch.Tensor, shift: float) -> torch.Tensor:
-    """Inverse of :func:`shift_sigma`."""
-    return sigma / (shift - (shift - 1) * sigma)
+from tdm_r1.flow import per_sample, shift_sigma, unshift_sigma
 
 
 def sample_sigma_above(
@@ -55,10 +47,6 @@ def sample_sigma_above(
     return shift_sigma(t / 1000, shift).to(sigma_n.device)
 
 
-def _b(x: torch.Tensor) -> torch.Tensor:
-    return x.view(-1, 1, 1, 1)
-
-
 def renoise_coefficients(sigma_n: torch.Tensor, sigma_tau: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """alpha = (1 - s_tau) / (1 - s_n), beta = sqrt(s_tau^2 - (s_n alpha)^2), both (N,).
 
@@ -81,7 +69,7 @@ def renoise(
         (x_tau, alpha, beta): x_tau = alpha x_n + beta eps, and the (N,) coefficients.
     """
     alpha, beta = renoise_coefficients(sigma_n, sigma_tau)
-    return _b(alpha) * x_n + _b(beta) * eps, alpha, beta
+    return per_sample(alpha, x_n) * x_n + per_sample(beta, x_n) * eps, alpha, beta
 
 
 def surrogate_velocity_target(
@@ -98,19 +86,5 @@ def surrogate_velocity_target(
     derived from its Eq. 9 with eta = 0). For s_n = 0 (x_n clean) it is the plain flow-matching
     target ``eps - x_n``.
     """
-    sn, st = _b(sigma_n), _b(sigma_tau)
-    a, b = _b(alpha), _b(beta)
+    sn, st, a, b = (per_sample(t, x_n) for t in (sigma_n, sigma_tau, alpha, beta))
     return -x_n / (1 - sn) + (eps / b) * (st + sn**2 * a / (1 - sn))
-
-
-def x0_from_velocity(x_t: torch.Tensor, sigma: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """x0 = x_t - sigma v (sigma (N,) or scalar)."""
-    s = sigma if isinstance(sigma, float) else _b(torch.as_tensor(sigma, dtype=x_t.dtype, device=x_t.device))
-    return x_t - s * v
-
-
-def euler_step(
-    x_t: torch.Tensor, sigma_t: torch.Tensor, sigma_n: torch.Tensor, v: torch.Tensor
-) -> torch.Tensor:
-    """x_n = x_t - (s_t - s_n) v (one Euler step of the flow ODE)."""
-    return x_t - _b(sigma_t - sigma_n) * v

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from tdm_r1.models.conditioning import Conditioning
     from tdm_r1.models.roles import LoraRoles
     from tdm_r1.models.spec import SamplingSpec
-    from tdm_r1.sampling import FlowSchedule
+    from tdm_r1.schedule import FlowSchedule
 
 
 class VelocityModel(Protocol):

@@ -11,8 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from tdm_r1 import schedule
 from tdm_r1.errors import ConfigError
-from tdm_r1.sampling import SOLVERS, SPACINGS, count_passes
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class SamplingSpec:
         shift: flow shift (Euler ``shift`` / DPM-Solver ``flow_shift``).
         solver: "euler" or "dpmsolver++".
         spacing: Euler sigma spacing: "flowmatch", "zero-terminal", "z-image" or "trailing"
-            (see ``tdm_r1.sampling``).
+            (see ``tdm_r1.schedule``).
         height, width: resolution in pixels.
         cfg_renorm: optional CFG norm cap (``ZImagePipeline(cfg_normalization=...)``).
     """
@@ -46,15 +46,20 @@ class SamplingSpec:
     @property
     def nfe(self) -> int:
         """Transformer passes per image (CFG doubles; zero-length scheduled steps cost nothing)."""
-        passes = count_passes(self.steps, solver=self.solver, spacing=self.spacing)
-        return passes * (2 if self.guidance != 1.0 else 1)
+        return schedule.nfe(
+            self.steps, guidance=self.guidance, solver=self.solver, spacing=self.spacing, shift=self.shift
+        )
 
     def check(self, owner: str) -> None:
         """Raise :class:`ConfigError` naming ``owner`` when a field has no valid value."""
-        if self.solver not in SOLVERS:
-            raise ConfigError(f"{owner}: unknown solver {self.solver!r}; valid: {', '.join(SOLVERS)}")
-        if self.spacing not in SPACINGS:
-            raise ConfigError(f"{owner}: unknown spacing {self.spacing!r}; valid: {', '.join(SPACINGS)}")
+        if self.solver not in schedule.SOLVERS:
+            raise ConfigError(
+                f"{owner}: unknown solver {self.solver!r}; valid: {', '.join(schedule.SOLVERS)}"
+            )
+        if self.spacing not in schedule.SPACINGS:
+            raise ConfigError(
+                f"{owner}: unknown spacing {self.spacing!r}; valid: {', '.join(schedule.SPACINGS)}"
+            )
         if self.steps < 1 or self.height % 16 or self.width % 16:
             raise ConfigError(
                 f"{owner}: steps must be >= 1 and height/width multiples of 16 "

@@ -1,0 +1,131 @@
+"""The layering of docs/architecture.md, checked on the source: a module imports only its layer and below.
+
+Every ``import tdm_r1.X`` / ``from tdm_r1.X import`` in the product (function-level imports too) is
+mapped to a layer; an import of a higher layer fails with the file, line and rule. Keeping this
+true keeps the model layer usable without the trainer, the trainer without the CLI, and the
+pure math without torch models.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# (module prefix, layer); the longest matching prefix wins. Keep in step with docs/architecture.md.
+LAYERS: list[tuple[str, int]] = [
+    # 0 foundation: no torch models, no rewards, no training
+    ("tdm_r1", 0),
+    ("tdm_r1.errors", 0),
+    ("tdm_r1.paths", 0),
+    ("tdm_r1.config", 0),
+    ("tdm_r1.registry", 0),
+    ("tdm_r1.deps", 0),
+    ("tdm_r1.plugins", 0),
+    ("tdm_r1.data", 0),
+    ("tdm_r1.weights", 0),
+    ("tdm_r1.images", 0),
+    ("tdm_r1.seeds", 0),
+    ("tdm_r1.flow", 0),
+    ("tdm_r1.schedule", 0),
+    ("tdm_r1.devices", 0),  # torch device/dtype defaults: imports torch, no models
+    ("tdm_r1.prompt_files", 0),
+    ("tdm_r1.procs", 0),
+    # 1 the pure method math (losses, noise, advantages): flow math only
+    ("tdm_r1.method", 1),
+    # 2 models and the sampler; the toy world's renderer, grammar, detector and toy model
+    ("tdm_r1.models", 2),
+    ("tdm_r1.sampling", 2),
+    ("tdm_r1.toyworld", 2),
+    # 3 rewards and what they stand on (OCR engines, the label store a likes reward reads)
+    ("tdm_r1.rewards", 3),
+    ("tdm_r1.ocr_engines", 3),
+    ("tdm_r1.label", 3),
+    # the toy renderer places objects with the GenEval position rule it will be checked by
+    ("tdm_r1.toyworld.render", 3),
+    ("tdm_r1.toyworld.data", 3),
+    # 4 evaluation: benchmarks, runner, cache, statistics, leaderboards, reports
+    ("tdm_r1.benchmarks", 4),
+    ("tdm_r1.eval", 4),
+    ("tdm_r1.scoring", 4),
+    # 5 training: the loop, its methods, checkpoints (may run a scheduled evaluation)
+    ("tdm_r1.train", 5),
+    # 6 applications: the CLI, the demo, generation jobs, toy-model builds, the labelling command
+    ("tdm_r1.cli", 6),
+    ("tdm_r1.demo", 6),
+    ("tdm_r1.listing", 6),
+    ("tdm_r1.generation", 6),
+    ("tdm_r1.toyworld.build", 6),
+    ("tdm_r1.toyworld.train_ae", 6),
+    ("tdm_r1.toyworld.train_teacher", 6),
+    ("tdm_r1.label.command", 6),
+    # test and perf scaffolding: imports anything, imported by nothing in the product
+    ("tdm_r1.testing", 99),
+]
+#: The pure math stays importable without torch models: it may import only these.
+PURE = {"tdm_r1.method": ("tdm_r1.flow", "tdm_r1.method", "tdm_r1.errors")}
+
+
+def layer(module: str) -> int:
+    best = max((p for p, _ in LAYERS if module == p or module.startswith(p + ".")), key=len)
+    return dict(LAYERS)[best]
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(REPO).with_suffix("")
+    parts = list(rel.parts)
+    if parts[0] in ("rewards", "benchmarks"):  # installed as tdm_r1.rewards / tdm_r1.benchmarks
+        parts = ["tdm_r1", *parts]
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.startswith("tdm_r1")]
+        elif (
+            isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("tdm_r1")
+        ):
+            out += [(node.lineno, f"{node.module}.{a.name}") for a in node.names]
+    return out
+
+
+def _product_files() -> list[Path]:
+    files = [p for d in ("tdm_r1", "rewards", "benchmarks") for p in (REPO / d).rglob("*.py")]
+    return [p for p in files if "perf" not in p.parts]
+
+
+def test_no_module_imports_a_higher_layer() -> None:
+    bad = []
+    for path in _product_files():
+        mod = _module_name(path)
+        for line, target in _imports(path):
+            # `from tdm_r1.x import y`: y may be a module (tdm_r1.x.y) or a name in tdm_r1.x
+            if layer(target) > layer(mod) and layer(target.rsplit(".", 1)[0]) > layer(mod):
+                bad.append(f"{path.relative_to(REPO)}:{line}: {mod} (layer {layer(mod)}) imports {target}")
+            for pure, allowed in PURE.items():
+                if mod.startswith(pure) and not target.startswith(allowed):
+                    bad.append(f"{path.relative_to(REPO)}:{line}: pure {mod} imports {target}")
+    assert not bad, "layering broken (docs/architecture.md):\n" + "\n".join(bad)
+
+
+def test_nothing_in_the_product_imports_the_test_scaffolding() -> None:
+    bad = [
+        f"{path.relative_to(REPO)}:{line}: {target}"
+        for path in _product_files()
+        if not _module_name(path).startswith("tdm_r1.testing")
+        for line, target in _imports(path)
+        if target.startswith("tdm_r1.testing")
+    ]
+    assert not bad, bad
+
+
+def test_the_layer_map_covers_every_product_module() -> None:
+    # a new top-level module must be placed in a layer on purpose (the default is foundation)
+    top = {_module_name(p).split(".")[1] for p in _product_files() if _module_name(p).count(".") >= 1}
+    named = {p.split(".")[1] for p, _ in LAYERS if p.count(".") >= 1}
+    assert top <= named, f"modules missing from LAYERS: {sorted(top - named)}"
