@@ -189,14 +189,7 @@ register_preset(
         name="toy-teacher",
         family="sd3",
         hub_id=str(TOY_WEIGHTS / "toy-teacher"),
-        sampling=SamplingSpec(
-            steps=50,
-            guidance=5.0,
-            shift=1.0,
-            solver="euler",
-            height=64,
-            width=64,
-        ),
+        sampling=SamplingSpec(steps=50, guidance=5.0, shift=1.0, height=64, width=64),
         kind="toy",
         dtype="float32",
         options=dict(TOY_OPTIONS),
@@ -204,20 +197,12 @@ register_preset(
         sources="toy world teacher: 50 Euler steps x CFG 5 = 100 NFE (tdm_r1/toyworld/weights/MODEL_CARD.md)",
     )
 )
-register_preset(
+TOY_4STEP = register_preset(
     ModelPreset(
         name="toy-4step",
         family="sd3",
         hub_id=str(TOY_WEIGHTS / "toy-teacher"),
-        sampling=SamplingSpec(
-            steps=4,
-            guidance=1.0,
-            shift=1.0,
-            solver="euler",
-            spacing="trailing",
-            height=64,
-            width=64,
-        ),
+        sampling=SamplingSpec(steps=4, guidance=1.0, shift=1.0, spacing="trailing", height=64, width=64),
         kind="distilled",
         lora=str(TOY_WEIGHTS / "toy-4step"),
         lora_format="peft",
@@ -228,30 +213,16 @@ register_preset(
         sources="TDM distillation of toy-teacher (tdmbench distill), 4 Euler steps (trailing spacing), no CFG",
     )
 )
+# the RL runs: toy-4step with another LoRA
 for _reward, _suffix in (("geneval", ""), ("ocr", ""), ("geneval", "-nosur"), ("ocr", "-nosur")):
     register_preset(
-        ModelPreset(
+        TOY_4STEP.with_overrides(
             name=f"toy-4step-r1-{_reward}{_suffix}",
-            family="sd3",
-            hub_id=str(TOY_WEIGHTS / "toy-teacher"),
-            sampling=SamplingSpec(
-                steps=4,
-                guidance=1.0,
-                shift=1.0,
-                solver="euler",
-                spacing="trailing",
-                height=64,
-                width=64,
-            ),
             kind="rl",
             lora=str(TOY_WEIGHTS / f"toy-4step-r1-{_reward}{_suffix}"),
-            lora_format="peft",
-            dtype="float32",
             options=dict(TOY_OPTIONS),
             few_step_base="toy-4step",
-            baseline="toy-teacher",
             in_domain=(_reward,),
-            benchmarks=TOY_BENCHMARKS,
             sources=(
                 f"TDM-R1 on toy-4step with the {_reward} reward (tdmbench train --reward {_reward})"
                 if not _suffix
