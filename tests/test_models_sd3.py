@@ -262,3 +262,18 @@ def test_set_role_weights_for_ema_copies(roles_adapter: SD3Adapter) -> None:
     ad.set_role_weights("generator", snapshot)
     assert ad.roles.digest("generator") == digest
     assert ad.config_dict()["role"] == "generator" and ad.config_dict()["role_digest"] == digest
+
+
+def test_the_adapter_offers_what_sampler_runner_and_trainer_need(adapter: SD3Adapter) -> None:
+    import inspect
+
+    from tdm_r1.models import protocols
+
+    for proto in (protocols.VelocityModel, protocols.ImageGenerator, protocols.TrainableFlowModel):
+        assert isinstance(adapter, proto), proto.__name__
+        for name, fn in vars(proto).items():
+            if callable(fn) and not name.startswith("_"):
+                wanted = inspect.signature(fn).parameters
+                offered = inspect.signature(getattr(SD3Adapter, name)).parameters
+                assert set(wanted) - {"kwargs"} <= set(offered), f"{proto.__name__}.{name}"
+    assert not isinstance(object(), protocols.VelocityModel)

@@ -18,8 +18,9 @@ from tdm_r1.registry import Registry
 if TYPE_CHECKING:
     import torch
 
-#: family name -> ``"module:Class"`` of its adapter. Entry meta: ``pipeline`` (the diffusers
-#: ``model_index.json`` class name) and ``folder_sampling`` (sampling defaults of a bare pipeline folder).
+#: family name -> ``"module:Class"`` of its adapter (the entry holds the target string;
+#: :func:`adapter_class` imports it). Entry meta: ``pipeline`` (the diffusers ``model_index.json``
+#: class name) and ``folder_sampling`` (sampling defaults of a bare pipeline folder).
 FAMILIES: Registry[str] = Registry("model family")
 
 

@@ -8,6 +8,9 @@ satisfy the ones its callers use:
 * :class:`ImageGenerator`: the eval runner and ``tdmbench generate``.
 * :class:`TrainableFlowModel`: the trainer (rollouts, losses, LoRA roles, export).
 
+They are ``runtime_checkable``: ``isinstance(model, TrainableFlowModel)`` checks that every member
+exists (not the signatures; ``tests/test_models_sd3.py`` checks those of ``FlowAdapter``).
+
 Tensor conventions: latents (N, C, h, w); ``sigma`` (N,) or a scalar in [0, 1] with
 ``x_sigma = (1 - sigma) x0 + sigma noise``; velocities ``v = noise - x0``; images float32
 (N, 3, H, W) in [0, 1].
@@ -18,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -30,6 +33,7 @@ if TYPE_CHECKING:
     from tdm_r1.schedule import FlowSchedule
 
 
+@runtime_checkable
 class VelocityModel(Protocol):
     """A flow model the sampler can integrate."""
 
@@ -40,6 +44,7 @@ class VelocityModel(Protocol):
         ...
 
 
+@runtime_checkable
 class ImageGenerator(Protocol):
     """A model the eval runner and ``tdmbench generate`` can sample images from."""
 
@@ -71,6 +76,7 @@ class ImageGenerator(Protocol):
         ...
 
 
+@runtime_checkable
 class TrainableFlowModel(VelocityModel, Protocol):
     """A model the trainer can roll out, differentiate through its LoRA roles and export."""
 
