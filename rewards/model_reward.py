@@ -1,8 +1,8 @@
 """Base class of rewards backed by a neural network: device/dtype options and chunked scoring.
 
-Every such reward takes ``device`` (default CPU) and ``dtype`` (default float32) and scores in
-chunks of ``batch_size`` images under ``torch.no_grad()``. Subclasses implement
-:meth:`ModelReward.score_batch`; chunking never changes a score (models run in eval mode and
+Every such reward takes ``device`` (default: cuda when visible, see ``tdm_r1.devices``) and ``dtype``
+(default float32) and scores in chunks of ``batch_size`` images under ``torch.no_grad()``.
+Subclasses implement :meth:`ModelReward.score_batch`; chunking never changes a score (models run in eval mode and
 every sample is scored independently of its neighbours).
 """
 
@@ -12,48 +12,16 @@ from typing import Any
 
 import torch
 
+from tdm_r1.devices import resolve_device, resolve_dtype
 from tdm_r1.errors import ConfigError
 from tdm_r1.rewards.base import Reward, RewardOutput
-
-_DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
-
-
-def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``"fp16"``/``"float16"``/``torch.float16`` -> ``torch.float16`` (and so on)."""
-    if isinstance(dtype, torch.dtype):
-        if dtype not in _DTYPES.values():
-            raise ConfigError(f"dtype {dtype} is not supported; use float32, float16 or bfloat16")
-        return dtype
-    key = str(dtype).strip().lower().removeprefix("torch.")
-    if key not in _DTYPES:
-        raise ConfigError(f"unknown dtype {dtype!r}; valid: {', '.join(sorted(_DTYPES))}")
-    return _DTYPES[key]
-
-
-def parse_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CPU; anything else as ``torch.device`` understands it ("cuda:1", "mps"...)."""
-    if device is None:
-        return torch.device("cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise ConfigError(f"invalid device {device!r}: {exc} (e.g. cpu, cuda, cuda:1)") from exc
 
 
 class ModelReward(Reward):
     """A reward computed by a model; subclasses load it in ``__init__`` and implement ``score_batch``.
 
     Args:
-        device: where the model runs (default CPU); never chosen implicitly.
+        device: where the model runs (default: cuda when visible, else CPU; see ``tdm_r1.devices``).
         dtype: model weight dtype (default float32).
         batch_size: images per forward pass (memory bound; does not change scores).
     """
@@ -65,8 +33,8 @@ class ModelReward(Reward):
         dtype: str | torch.dtype = "float32",
         batch_size: int,
     ) -> None:
-        self.device = parse_device(device)
-        self.dtype = parse_dtype(dtype)
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype)
         if int(batch_size) < 1:
             raise ConfigError(f"{self.name}: batch_size must be >= 1, got {batch_size}")
         self.batch_size = int(batch_size)

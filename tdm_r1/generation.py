@@ -172,9 +172,7 @@ def generate_to_dir(
             out_dir,
             len(todo),
         )
-    nfe = adapter.schedule(spec.steps, height=spec.height, width=spec.width).passes * (
-        2 if spec.guidance != 1.0 else 1
-    )
+    nfe = spec.nfe
     meta_path = out_dir / "metadata.jsonl"
     bar = None
     if progress:

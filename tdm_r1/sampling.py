@@ -17,7 +17,8 @@ from tdm_r1.schedule import SOLVERS, FlowSchedule
 if TYPE_CHECKING:
     import torch
 
-    from tdm_r1.models.base import Conditioning, FlowAdapter
+    from tdm_r1.models.adapter import FlowAdapter
+    from tdm_r1.models.conditioning import Conditioning
 
 
 @dataclass
@@ -154,7 +155,7 @@ def sample(
 
 
 def _cat_conditioning(uncond: Conditioning | None, cond: Conditioning) -> Conditioning:
-    from tdm_r1.models.base import Conditioning
+    from tdm_r1.models.conditioning import Conditioning
 
     assert uncond is not None
     return Conditioning.cat([uncond, cond])

@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, int]] = [
     ("tdm_r1.seeds", 0),
     ("tdm_r1.flow", 0),
     ("tdm_r1.schedule", 0),
+    ("tdm_r1.devices", 0),  # torch device/dtype defaults: imports torch, no models
     ("tdm_r1.prompt_files", 0),
     ("tdm_r1.procs", 0),
     # 1 the pure method math (losses, noise, advantages): flow math only

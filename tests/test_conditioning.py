@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tdm_r1.errors import ShapeError
-from tdm_r1.models.adapter import Conditioning
+from tdm_r1.models.conditioning import Conditioning
 
 
 def _row(length: int, value: float) -> Conditioning:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lora_testing import add_random_role
 from typer.testing import CliRunner
 
 from tdm_r1.cli import app
@@ -23,6 +24,7 @@ from tdm_r1.models.base import (
     save_preset_file,
 )
 from tdm_r1.models.presets import TDM_SD35_LORA
+from tdm_r1.models.spec import SamplingSpec
 from tdm_r1.registry import MODELS
 from tdm_r1.testing.tiny import tiny_sd3_pipeline
 from tdm_r1.toyworld.clip_tokenizer import clip_tokenizer
@@ -41,9 +43,14 @@ def test_registered_presets_and_their_cost() -> None:
     }
     for name, (nfe, steps, guidance, res) in expected.items():
         p = MODELS.get(name)
-        assert (p.nfe, p.steps, p.guidance, p.height) == (nfe, steps, guidance, res), name
+        assert (p.nfe, p.sampling.steps, p.sampling.guidance, p.sampling.height) == (
+            nfe,
+            steps,
+            guidance,
+            res,
+        ), name
     tdm = MODELS.get("tdm-sd3.5-medium-4step")
-    assert tdm.solver == "dpmsolver++" and tdm.shift == 3.0 and tdm.lora_format == "tdm-ema"
+    assert tdm.sampling.solver == "dpmsolver++" and tdm.sampling.shift == 3.0 and tdm.lora_format == "tdm-ema"
     assert (tdm.lora_rank, tdm.lora_alpha, tdm.lora_targets) == (32, 64.0, SD3_LORA_TARGETS)
 
 
@@ -59,7 +66,9 @@ def test_ls_models_and_weights_list() -> None:
 def test_offline_hub_id_fails_fast_naming_id_and_local_path(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
-    preset = ModelPreset(name="ghost", family="sd3", hub_id="no-such-org/no-such-model", steps=4)
+    preset = ModelPreset(
+        name="ghost", family="sd3", hub_id="no-such-org/no-such-model", sampling=SamplingSpec(steps=4)
+    )
     start = time.perf_counter()
     with pytest.raises(MissingWeightsError) as info:
         preset.load(device="cpu")
@@ -92,7 +101,7 @@ def test_offline_lora_fails_fast(tiny_folder: Path, tmp_path: Path, monkeypatch)
         name="tiny-with-lora",
         family="sd3",
         hub_id=str(tiny_folder),
-        steps=2,
+        sampling=SamplingSpec(steps=2),
         lora=TDM_SD35_LORA,
         lora_format="tdm-ema",
     )
@@ -110,9 +119,7 @@ def test_local_folder_preset_run_preset_and_json_round_trip(tiny_folder: Path, t
             name="tiny-test-base",
             family="sd3",
             hub_id=str(tiny_folder),
-            steps=3,
-            height=32,
-            width=32,
+            sampling=SamplingSpec(steps=3, height=32, width=32),
             kind="toy",
         )
     )
@@ -122,8 +129,8 @@ def test_local_folder_preset_run_preset_and_json_round_trip(tiny_folder: Path, t
     assert adapter.offload and adapter.encode_prompts(["a"]).embeds.shape[0] == 1
     assert len(adapter.tokenizer) == len(adapter.tokenizer_2) == 49408  # the saved CLIP tokenizer loads back
     assert all(p.device.type == "cpu" for m in adapter.text_encoder_modules() for p in m.parameters())
-    assert adapter.dtype == torch.float32 and adapter.roles == [] and adapter.nfe == 3
-    adapter.add_role("generator", rank=4, alpha=8, init="random")
+    assert adapter.dtype == torch.float32 and list(adapter.roles) == [] and adapter.nfe == 3
+    add_random_role(adapter, "generator", rank=4, alpha=8)
     run = tmp_path / "run"
     adapter.save_role("generator", run / "lora")
     preset = register_lora_preset("tiny-test-rl", "tiny-test-base", run / "lora", steps=2)
@@ -135,12 +142,11 @@ def test_local_folder_preset_run_preset_and_json_round_trip(tiny_folder: Path, t
     again = resolve_model(moved)
     assert again.lora == str((moved / "lora").resolve())
     loaded = again.load(device="cpu")
-    assert loaded.roles == ["generator"] and loaded.role_digest("generator") == adapter.role_digest(
-        "generator"
-    )
+    assert list(loaded.roles) == ["generator"]
+    assert loaded.roles.digest("generator") == adapter.roles.digest("generator")
     images = loaded.generate(["a"], [0], progress=False)
     assert images.shape == (1, 3, 32, 32)
-    assert loaded.config_dict()["role_digest"] == adapter.role_digest("generator")
+    assert loaded.config_dict()["role_digest"] == adapter.roles.digest("generator")
     # a pipeline folder is a model too
     assert resolve_model(tiny_folder).family == "sd3"
     # WeightFile-valued fields survive JSON
@@ -152,9 +158,9 @@ def test_local_folder_preset_run_preset_and_json_round_trip(tiny_folder: Path, t
 
 def test_preset_validation_teaches() -> None:
     with pytest.raises(ConfigError, match="unknown family 'flux'"):
-        ModelPreset(name="x", family="flux", hub_id="a/b", steps=4)
+        ModelPreset(name="x", family="flux", hub_id="a/b", sampling=SamplingSpec(steps=4))
     with pytest.raises(ConfigError, match="lora_format"):
-        ModelPreset(name="x", family="sd3", hub_id="a/b", steps=4, lora="l.ckpt")
+        ModelPreset(name="x", family="sd3", hub_id="a/b", sampling=SamplingSpec(steps=4), lora="l.ckpt")
     with pytest.raises(ConfigError, match="unknown preset field"):
         MODELS.get("sd3.5-medium").with_overrides(stepz=3)
     with pytest.raises(ConfigError, match="neither a run folder"):
@@ -217,3 +223,66 @@ def test_identity_follows_local_weights_not_their_location(tmp_path: Path) -> No
     weights = Path(copies[1].lora) / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
     assert copies[0].config_dict() != copies[1].config_dict()
+
+
+# a run's final/preset.json as tdmbench wrote it before presets held a SamplingSpec (flat keys)
+OLD_RUN_PRESET = {
+    "name": "demo-toy-r1-ocr",
+    "family": "sd3",
+    "hub_id": "./teacher",
+    "steps": 4,
+    "guidance": 1.0,
+    "shift": 1.0,
+    "solver": "euler",
+    "spacing": "trailing",
+    "height": 64,
+    "width": 64,
+    "kind": "rl",
+    "lora": "./lora",
+    "lora_format": "peft",
+    "lora_rank": 32,
+    "lora_alpha": 64.0,
+    "lora_targets": None,
+    "dtype": "float32",
+    "cfg_renorm": None,
+    "options": {"max_sequence_length": 20},
+    "model_file": None,
+    "sources": "tdmbench train run demo-toy-r1-ocr",
+    "few_step_base": "toy-4step",
+    "baseline": "toy-teacher",
+    "in_domain": ["ocr"],
+    "benchmarks": ["toy-geneval", "toy-ocr"],
+}
+
+
+def test_preset_files_keep_the_flat_format_and_read_nested_sampling(tmp_path: Path) -> None:
+    run = tmp_path / "final"
+    run.mkdir()
+    (run / "preset.json").write_text(json.dumps(OLD_RUN_PRESET))
+    preset = load_preset_file(run / "preset.json")
+    assert preset.sampling == SamplingSpec(steps=4, shift=1.0, spacing="trailing", height=64, width=64)
+    assert preset.lora == str((run / "lora").resolve()) and preset.nfe == 4 and preset.steps == 4
+    # written back: the same flat keys and values (cache identities of old runs stay valid)
+    again = json.loads(save_preset_file(preset, run / "again.json").read_text())
+    assert again == OLD_RUN_PRESET
+    nested = {k: v for k, v in OLD_RUN_PRESET.items() if k not in ("steps", "spacing", "height", "width")}
+    nested["sampling"] = {"steps": 4, "spacing": "trailing", "height": 64, "width": 64}
+    assert ModelPreset.from_dict(nested, base_dir=run) == preset
+    with pytest.raises(ConfigError, match=r"unknown preset key\(s\) \['stepz'\]"):
+        ModelPreset.from_dict({**OLD_RUN_PRESET, "stepz": 3})
+    with pytest.raises(ConfigError, match="bad sampling fields"):
+        ModelPreset.from_dict({k: v for k, v in OLD_RUN_PRESET.items() if k != "steps"})
+
+
+def test_overrides_of_sampling_fields_change_the_one_sampling_spec() -> None:
+    base = MODELS.get("z-image-4step")
+    fast = base.with_overrides(steps=3, guidance=2.0, kind="toy")
+    assert fast.sampling == base.sampling.replace(steps=3, guidance=2.0) and fast.kind == "toy"
+    assert (fast.nfe, base.nfe) == (2 * 2, 4)  # zero-terminal: 3 steps are 2 passes, CFG doubles
+    assert base.with_overrides(sampling=SamplingSpec(steps=2), width=64).sampling == SamplingSpec(
+        steps=2, width=64
+    )
+    with pytest.raises(ConfigError, match="unknown solver 'heun'"):
+        base.with_overrides(solver="heun")
+    with pytest.raises(ConfigError, match="multiples of 16"):
+        ModelPreset(name="x", family="sd3", hub_id="a/b", sampling=SamplingSpec(steps=4, height=40))

@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
+from lora_testing import add_random_role
 
 from tdm_r1.errors import ConfigError, ShapeError
-from tdm_r1.models.adapter import SamplingSpec
 from tdm_r1.models.sd3 import SD3Adapter
+from tdm_r1.models.spec import SamplingSpec
 from tdm_r1.sampling import sample
 from tdm_r1.schedule import flow_schedule
 from tdm_r1.testing.tiny import tiny_sd3_pipeline
@@ -102,11 +103,12 @@ def test_velocity_is_the_raw_output_at_timestep_1000_sigma(pipe, adapter: SD3Ada
 
 def test_prompt_cache(adapter: SD3Adapter) -> None:
     adapter.clear_prompt_cache()
-    hits, misses = adapter.cache_hits, adapter.cache_misses
+    cache = adapter.prompt_cache
+    hits, misses = cache.hits, cache.misses
     a = adapter.encode_prompts(["x y", "z", "x y"])
-    assert adapter.cache_misses - misses == 2 and adapter.cache_hits - hits == 1
+    assert cache.misses - misses == 2 and cache.hits - hits == 1
     b = adapter.encode_prompts(["z", "x y"])
-    assert adapter.cache_hits - hits == 3 and adapter.cache_misses - misses == 2
+    assert cache.hits - hits == 3 and cache.misses - misses == 2
     assert torch.equal(a.embeds[1], b.embeds[0]) and torch.equal(a.embeds[0], a.embeds[2])
 
 
@@ -150,10 +152,10 @@ def test_roles_switch_outputs_and_stay_independent(roles_adapter: SD3Adapter) ->
     ad = roles_adapter
     x, s, cond = _probe(ad)
     base = ad.velocity(x, s, cond)
-    ad.add_role("generator", rank=4, alpha=8, init="random")
+    add_random_role(ad, "generator", rank=4, alpha=8)
     ad.add_role("fake", rank=4, alpha=8, init="gaussian")
-    ad.add_role("surrogate", rank=2, alpha=2, init="random")
-    assert ad.roles == ["generator", "fake", "surrogate"]
+    add_random_role(ad, "surrogate", rank=2, alpha=2)
+    assert list(ad.roles) == ["generator", "fake", "surrogate"]
     gen, fake, sur = (ad.velocity(x, s, cond, role=r) for r in ("generator", "fake", "surrogate"))
     assert torch.allclose(ad.velocity(x, s, cond), base, atol=1e-6)  # role None = adapters off
     assert torch.allclose(fake, base, atol=1e-6)  # gaussian init: B = 0
@@ -164,8 +166,8 @@ def test_roles_switch_outputs_and_stay_independent(roles_adapter: SD3Adapter) ->
     assert not torch.allclose(ad.velocity(x, s, cond, role="fake"), base, atol=1e-4)
     assert torch.equal(ad.velocity(x, s, cond, role="generator"), gen)  # untouched by fake's change
     with ad.use_role("surrogate"):
-        assert ad._active_role == "surrogate"
-    assert ad._active_role is None
+        assert ad.roles.active == "surrogate"
+    assert ad.roles.active is None
     with pytest.raises(ConfigError, match="unknown LoRA role 'critic'"):
         ad.velocity(x, s, cond, role="critic")
     with pytest.raises(ConfigError, match="already exists"):
@@ -175,7 +177,7 @@ def test_roles_switch_outputs_and_stay_independent(roles_adapter: SD3Adapter) ->
 def test_targets_are_the_8_projections_not_attn2(roles_adapter: SD3Adapter) -> None:
     ad = roles_adapter
     ad.add_role("generator", rank=4, alpha=8)
-    names = ad._role_param_names("generator")
+    names = ad.roles.tensor_names("generator")
     assert not any(".attn2." in n for n in names)
     # 2 blocks x 8 projections, except the last block (context_pre_only: no to_add_out), x (A, B)
     assert len(names) == (8 + 7) * 2
@@ -185,7 +187,7 @@ def test_targets_are_the_8_projections_not_attn2(roles_adapter: SD3Adapter) -> N
 def test_gradients_reach_only_the_active_role(roles_adapter: SD3Adapter) -> None:
     ad = roles_adapter
     for r in ("generator", "fake"):
-        ad.add_role(r, rank=4, alpha=8, init="random")
+        add_random_role(ad, r, rank=4, alpha=8)
     x, s, cond = _probe(ad)
     with ad.use_role("fake"):
         pass  # switching must not freeze the other roles
@@ -193,7 +195,7 @@ def test_gradients_reach_only_the_active_role(roles_adapter: SD3Adapter) -> None
     with torch.no_grad():
         ad.velocity(x, s, cond, role=None)  # a teacher query in between must not break the graph
     v.square().mean().backward()
-    for name, p in zip(ad._role_param_names("generator"), ad.role_parameters("generator"), strict=True):
+    for name, p in zip(ad.roles.tensor_names("generator"), ad.role_parameters("generator"), strict=True):
         if "transformer_blocks.1.attn.add_q_proj" in name:
             continue  # the last block's text queries are discarded (context_pre_only): no gradient
         assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -204,7 +206,7 @@ def test_gradients_reach_only_the_active_role(roles_adapter: SD3Adapter) -> None
 
 def test_save_and_load_role_round_trip(roles_adapter: SD3Adapter, tmp_path: Path) -> None:
     ad = roles_adapter
-    ad.add_role("generator", rank=4, alpha=8, init="random")
+    add_random_role(ad, "generator", rank=4, alpha=8)
     x, s, cond = _probe(ad)
     ref = ad.velocity(x, s, cond, role="generator")
     folder = ad.save_role("generator", tmp_path / "lora")
@@ -212,17 +214,17 @@ def test_save_and_load_role_round_trip(roles_adapter: SD3Adapter, tmp_path: Path
     other = SD3Adapter.from_pipeline(
         tiny_sd3_pipeline(seed=5), sampling=SamplingSpec(steps=2, height=H, width=W), device="cpu"
     )
-    other.load_role("generator", folder)  # creates the role from adapter_config.json
+    other.roles.load("generator", folder)  # creates the role from adapter_config.json
     assert torch.allclose(other.velocity(x, s, cond, role="generator"), ref, atol=1e-6)
-    assert other.role_digest("generator") == ad.role_digest("generator")
+    assert other.roles.digest("generator") == ad.roles.digest("generator")
     other.add_role("small", rank=2, alpha=2)
     with pytest.raises(ShapeError, match="shape mismatch"):
-        other.load_role("small", folder)
+        other.roles.load("small", folder)
 
 
 def test_load_tdm_ema_and_clear_errors(roles_adapter: SD3Adapter, tmp_path: Path) -> None:
     ad = roles_adapter
-    ad.add_role("generator", rank=4, alpha=8, init="random")
+    add_random_role(ad, "generator", rank=4, alpha=8)
     x, s, cond = _probe(ad)
     ref = ad.velocity(x, s, cond, role="generator")
     ckpt = tmp_path / "ema.ckpt"
@@ -232,31 +234,46 @@ def test_load_tdm_ema_and_clear_errors(roles_adapter: SD3Adapter, tmp_path: Path
         tiny_sd3_pipeline(seed=5), sampling=SamplingSpec(steps=2, height=H, width=W), device="cpu"
     )
     fresh.add_role("generator", rank=4, alpha=8)
-    fresh.load_tdm_ema("generator", ckpt)
+    fresh.roles.load_tdm_ema("generator", ckpt)
     assert torch.allclose(fresh.velocity(x, s, cond, role="generator"), ref, atol=1e-6)
 
     fresh.add_role("narrow", rank=4, alpha=8, target_modules=["attn.to_q", "attn.to_k"])
     with pytest.raises(ShapeError, match=r"has 30 tensors but role 'narrow'.*has 8 LoRA tensors"):
-        fresh.load_tdm_ema("narrow", ckpt)
+        fresh.roles.load_tdm_ema("narrow", ckpt)
     fresh.add_role("wide", rank=8, alpha=16)
     before = [p.clone() for p in fresh.role_parameters("wide")]
     with pytest.raises(ShapeError, match=r"tensor 0 has shape \(4, 16\).*\(8, 16\); nothing was loaded"):
-        fresh.load_tdm_ema("wide", ckpt)
+        fresh.roles.load_tdm_ema("wide", ckpt)
     assert all(torch.equal(a, b) for a, b in zip(before, fresh.role_parameters("wide"), strict=True))
     torch.save({"state_dict": {}}, tmp_path / "bad.ckpt")
     with pytest.raises(ShapeError, match="not a TDM EMA checkpoint"):
-        fresh.load_tdm_ema("wide", tmp_path / "bad.ckpt")
+        fresh.roles.load_tdm_ema("wide", tmp_path / "bad.ckpt")
 
 
 def test_set_role_weights_for_ema_copies(roles_adapter: SD3Adapter) -> None:
     ad = roles_adapter
-    ad.add_role("generator", rank=4, alpha=8, init="random")
+    add_random_role(ad, "generator", rank=4, alpha=8)
     snapshot = ad.get_role_state("generator")
-    digest = ad.role_digest("generator")
+    digest = ad.roles.digest("generator")
     with torch.no_grad():
         for p in ad.role_parameters("generator"):
             p.mul_(2)
-    assert ad.role_digest("generator") != digest
+    assert ad.roles.digest("generator") != digest
     ad.set_role_weights("generator", snapshot)
-    assert ad.role_digest("generator") == digest
+    assert ad.roles.digest("generator") == digest
     assert ad.config_dict()["role"] == "generator" and ad.config_dict()["role_digest"] == digest
+
+
+def test_the_adapter_offers_what_sampler_runner_and_trainer_need(adapter: SD3Adapter) -> None:
+    import inspect
+
+    from tdm_r1.models import protocols
+
+    for proto in (protocols.VelocityModel, protocols.ImageGenerator, protocols.TrainableFlowModel):
+        assert isinstance(adapter, proto), proto.__name__
+        for name, fn in vars(proto).items():
+            if callable(fn) and not name.startswith("_"):
+                wanted = inspect.signature(fn).parameters
+                offered = inspect.signature(getattr(SD3Adapter, name)).parameters
+                assert set(wanted) - {"kwargs"} <= set(offered), f"{proto.__name__}.{name}"
+    assert not isinstance(object(), protocols.VelocityModel)

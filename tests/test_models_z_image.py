@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from lora_testing import add_random_role
 
-from tdm_r1.models.adapter import SamplingSpec
+from tdm_r1.models.spec import SamplingSpec
 from tdm_r1.models.z_image import ZImageAdapter
 from tdm_r1.sampling import sample
 from tdm_r1.schedule import flow_schedule
@@ -94,8 +95,8 @@ def test_lora_roles_on_z_image(adapter: ZImageAdapter, tmp_path: Path) -> None:
     ad = ZImageAdapter.from_pipeline(
         tiny_z_image_pipeline(seed=1), sampling=SamplingSpec(steps=5, height=H, width=W), device="cpu"
     )
-    ad.add_role("generator", rank=4, alpha=8, init="random")
-    names = ad._role_param_names("generator")
+    add_random_role(ad, "generator", rank=4, alpha=8)
+    names = ad.roles.tensor_names("generator")
     # noise refiner, context refiner (1 each) and 2 main layers; 4 projections; A and B
     assert len(names) == 4 * 4 * 2 and all(".attention." in n for n in names)
     x = torch.randn(1, 16, H // 2, W // 2)
@@ -114,7 +115,7 @@ def test_lora_roles_on_z_image(adapter: ZImageAdapter, tmp_path: Path) -> None:
         alpha=8,
         target_modules=["to_q", "to_k", "to_v", "to_out.0", "add_k_proj", "add_v_proj"],
     )
-    other.load_tdm_ema("generator", ckpt)
+    other.roles.load_tdm_ema("generator", ckpt)
     assert torch.allclose(other.velocity(x, 0.5, cond, role="generator"), gen, atol=1e-6)
     images = other.generate(["a cat"], [1], progress=False)
     assert images.shape == (1, 3, H, W)

@@ -180,7 +180,7 @@ class _FakeAdapter:
     """A generator whose image is a flat colour from (prompt, seed): enough for the bookkeeping."""
 
     def __init__(self, tag: str = "a") -> None:
-        from tdm_r1.models.adapter import SamplingSpec
+        from tdm_r1.models.spec import SamplingSpec
 
         self.tag = tag
         self.sampling = SamplingSpec(steps=2, guidance=1.0, shift=1.0, height=8, width=8)

@@ -51,7 +51,7 @@ def test_toy_models_draw_the_requested_single_object(name: str, single_object_ca
     prompts = [c["prompt"] for c in single_object_cases]
     seeds = list(range(len(prompts)))
     images = adapter.generate(prompts, seeds, batch_size=16, progress=False)
-    assert images.shape == (len(prompts), 3, preset.height, preset.width)
+    assert images.shape == (len(prompts), 3, preset.sampling.height, preset.sampling.width)
     again = adapter.generate(prompts[:2], seeds[:2], progress=False)
     torch.testing.assert_close(again, images[:2])  # seeded per (prompt, seed)
     correct = [

@@ -32,6 +32,7 @@ def tiny_pipeline_folder(path: Path) -> Path:
 def register(folder: Path) -> list[str]:
     """Register the tiny preset and the test reward; returns names to unregister."""
     from tdm_r1.models.base import ModelPreset, register_preset
+    from tdm_r1.models.spec import SamplingSpec
     from tdm_r1.registry import REWARDS
 
     register_preset(
@@ -39,11 +40,13 @@ def register(folder: Path) -> list[str]:
             name="tiny-trainer",
             family="sd3",
             hub_id=str(folder),
-            steps=2,
-            guidance=1.0,
-            shift=1.0,
-            height=32,
-            width=32,
+            sampling=SamplingSpec(
+                steps=2,
+                guidance=1.0,
+                shift=1.0,
+                height=32,
+                width=32,
+            ),
             kind="distilled",
             dtype="float32",
         )

@@ -41,8 +41,10 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
         f"this benchmark needs diffusers (>= 0.36, with Z-Image): pip install diffusers ({exc})"
     ) from exc
 
-from tdm_r1.models.adapter import Conditioning, SamplingSpec, move_module  # noqa: E402
+from tdm_r1.devices import move_module  # noqa: E402
+from tdm_r1.models.conditioning import Conditioning  # noqa: E402
 from tdm_r1.models.sd3 import SD3Adapter  # noqa: E402
+from tdm_r1.models.spec import SamplingSpec  # noqa: E402
 from tdm_r1.models.z_image import ZImageAdapter  # noqa: E402
 from tdm_r1.sampling import sample  # noqa: E402
 from tdm_r1.testing import real_configs  # noqa: E402

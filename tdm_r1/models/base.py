@@ -1,45 +1,40 @@
-"""Model presets and the trainable flow-model interface.
+"""Model presets: a registered, torch-free description of a model, and how to find one.
 
-A :class:`ModelPreset` is a registered, frozen description of a model: which diffusers pipeline,
-which LoRA on top, and how it samples (steps, guidance, shift, solver). It is torch-free, so
-``tdmbench ls models`` stays cheap. ``preset.load(device, dtype)`` builds the family's
-:class:`FlowAdapter` (``tdm_r1.models.adapter``; re-exported here lazily, with
-:class:`Conditioning`, so ``from tdm_r1.models.base import FlowAdapter`` works without importing
-torch at module import time).
+A :class:`ModelPreset` says which diffusers pipeline, which LoRA on top, and how it samples (one
+:class:`~tdm_r1.models.spec.SamplingSpec`). It is torch-free, so ``tdmbench ls models`` stays
+cheap. ``preset.load(device, dtype)`` builds the family's
+:class:`~tdm_r1.models.adapter.FlowAdapter`. :func:`resolve_model` is the one way every command
+finds a model (a name, a run folder, a preset file or a pipeline folder).
 
-Guidance convention (every family): ``v = v_uncond + g * (v_cond - v_uncond)``; ``g = 1`` means no
-CFG (one transformer pass). diffusers' ``ZImagePipeline`` writes ``pos + s * (pos - neg)``, i.e.
-``s = g - 1``: Z-Image-Turbo's ``guidance_scale=0`` is ``guidance=1`` here.
+File format (``preset.json``, :meth:`ModelPreset.to_dict`): one flat JSON object whose sampling
+fields (steps, guidance, shift, ...) sit beside the others; :meth:`ModelPreset.from_dict` also
+reads them nested under ``"sampling"``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tdm_r1.errors import ConfigError, MissingWeightsError
-from tdm_r1.paths import offline
-from tdm_r1.schedule import SOLVERS, SPACINGS, count_passes
+from tdm_r1.errors import ConfigError
+from tdm_r1.models import locate
+from tdm_r1.models.families import FAMILIES, adapter_class, check_options, family_of_pipeline
+from tdm_r1.models.spec import SAMPLING_FIELDS, SamplingSpec
 from tdm_r1.weights import WeightFile
 
 if TYPE_CHECKING:
-    from tdm_r1.models.adapter import Conditioning, FlowAdapter
+    from tdm_r1.models.adapter import FlowAdapter
 
 __all__ = [
-    "FAMILIES",
     "SD3_LORA_TARGETS",
     "Z_IMAGE_LORA_TARGETS",
-    "Conditioning",
-    "FlowAdapter",
     "ModelPreset",
+    "SamplingSpec",
     "load_preset_file",
-    "register_family",
     "register_lora_preset",
     "register_preset",
     "resolve_model",
@@ -47,18 +42,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-#: family -> "module:Class" of its adapter (imported on ``load``).
-FAMILIES: dict[str, str] = {
-    "sd3": "tdm_r1.models.sd3:SD3Adapter",
-    "z-image": "tdm_r1.models.z_image:ZImageAdapter",
-}
-
-#: ``model_index.json`` pipeline class -> family, for ``--model PATH``.
-PIPELINE_FAMILIES: dict[str, str] = {
-    "StableDiffusion3Pipeline": "sd3",
-    "ZImagePipeline": "z-image",
-}
 
 LORA_FORMATS: tuple[str, ...] = ("tdm-ema", "peft")
 
@@ -81,39 +64,20 @@ Z_IMAGE_LORA_TARGETS: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
 KINDS: tuple[str, ...] = ("base", "distilled", "rl", "toy")
 
 
-def register_family(family: str, target: str) -> None:
-    """Register an adapter class (``"module:Class"``) for a model family."""
-    FAMILIES[family] = target
-
-
-def __getattr__(name: str) -> Any:  # PEP 562: lazy re-export of the torch-based classes
-    if name in ("FlowAdapter", "Conditioning", "SamplingSpec"):
-        from tdm_r1.models import adapter
-
-        return getattr(adapter, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass(frozen=True)
 class ModelPreset:
     """A registered model: pipeline + optional LoRA + sampling defaults.
 
     Attributes:
         name: registry name (lowercase, kebab-case).
-        family: adapter family, a key of :data:`FAMILIES` ("sd3", "z-image", ...).
+        family: adapter family, a name in ``tdm_r1.models.families.FAMILIES`` ("sd3", "z-image", ...).
         hub_id: Hugging Face id of a diffusers pipeline, or a local pipeline folder.
-        steps: scheduled sampling steps.
-        guidance: CFG scale in tdmbench's convention (1 = off; see the module docstring).
-        shift: flow shift (Euler ``shift`` / DPM-Solver ``flow_shift``).
-        solver: "euler" or "dpmsolver++".
-        spacing: Euler sigma spacing: "flowmatch", "zero-terminal", "z-image" or "trailing" (see ``tdm_r1.sampling``).
-        height, width: default resolution in pixels.
+        sampling: how it samples by default (steps, guidance, shift, solver, spacing, resolution).
         kind: "base", "distilled", "rl" or "toy".
         lora: the LoRA loaded as role ``generator``: a :class:`~tdm_r1.weights.WeightFile`, a path, or None.
         lora_format: "tdm-ema" (``{"ema_parameters": [...]}`` list in parameter order) or "peft" (a saved role).
         lora_rank, lora_alpha, lora_targets: LoRA layout for "tdm-ema" files (targets None = family default).
         dtype: default dtype on accelerators ("bfloat16"); CPU loads default to float32.
-        cfg_renorm: optional CFG norm cap (``ZImagePipeline(cfg_normalization=...)``).
         options: extra adapter keyword options (e.g. ``max_sequence_length``).
         model_file: weight declaration of the pipeline (environment variable, size, listing).
         sources: where the numbers come from (shown by ``tdmbench ls models``).
@@ -126,13 +90,7 @@ class ModelPreset:
     name: str
     family: str
     hub_id: str
-    steps: int
-    guidance: float = 1.0
-    shift: float = 3.0
-    solver: str = "euler"
-    spacing: str = "flowmatch"
-    height: int = 512
-    width: int = 512
+    sampling: SamplingSpec
     kind: str = "base"
     lora: WeightFile | str | None = None
     lora_format: str | None = None
@@ -140,7 +98,6 @@ class ModelPreset:
     lora_alpha: float = 64.0
     lora_targets: tuple[str, ...] | None = None
     dtype: str = "bfloat16"
-    cfg_renorm: float | None = None
     options: dict[str, Any] = field(default_factory=dict)
     model_file: WeightFile | None = None
     sources: str = ""
@@ -152,34 +109,28 @@ class ModelPreset:
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
             raise ConfigError(
-                f"model {self.name!r}: unknown family {self.family!r}; valid: {', '.join(sorted(FAMILIES))}"
+                f"model {self.name!r}: unknown family {self.family!r}; valid: {', '.join(FAMILIES.names())}"
             )
-        if self.solver not in SOLVERS:
-            raise ConfigError(
-                f"model {self.name!r}: unknown solver {self.solver!r}; valid: {', '.join(SOLVERS)}"
-            )
-        if self.spacing not in SPACINGS:
-            raise ConfigError(
-                f"model {self.name!r}: unknown spacing {self.spacing!r}; valid: {', '.join(SPACINGS)}"
-            )
+        if not isinstance(self.sampling, SamplingSpec):
+            raise ConfigError(f"model {self.name!r}: sampling must be a SamplingSpec, got {self.sampling!r}")
+        self.sampling.check(f"model {self.name!r}")
         if self.kind not in KINDS:
             raise ConfigError(f"model {self.name!r}: unknown kind {self.kind!r}; valid: {', '.join(KINDS)}")
         if self.lora is not None and self.lora_format not in LORA_FORMATS:
             raise ConfigError(
                 f"model {self.name!r}: lora_format must be one of {', '.join(LORA_FORMATS)}, got {self.lora_format!r}"
             )
-        if self.steps < 1 or self.height % 16 or self.width % 16:
-            raise ConfigError(
-                f"model {self.name!r}: steps must be >= 1 and height/width multiples of 16 "
-                f"(got steps={self.steps}, {self.height}x{self.width})"
-            )
 
     # -- what it costs ---------------------------------------------------------------------------
     @property
     def nfe(self) -> int:
         """Transformer passes per image (CFG doubles; zero-length scheduled steps cost nothing)."""
-        passes = count_passes(self.steps, solver=self.solver, spacing=self.spacing)
-        return passes * (2 if self.guidance != 1.0 else 1)
+        return self.sampling.nfe
+
+    @property
+    def steps(self) -> int:
+        """``sampling.steps`` (the trainer's default rollout length)."""
+        return self.sampling.steps
 
     def describe(self) -> dict[str, Any]:
         """One row of ``tdmbench ls models``."""
@@ -188,14 +139,15 @@ class ModelPreset:
             lora = f"{self.lora.hub_id}/{self.lora.filename}"
         elif self.lora:
             lora = str(self.lora)
+        s = self.sampling
         return {
             "family": self.family,
             "kind": self.kind,
             "nfe": self.nfe,
-            "resolution": f"{self.width}x{self.height}",
-            "steps": self.steps,
-            "guidance": self.guidance,
-            "solver": f"{self.solver} (shift {self.shift:g})",
+            "resolution": f"{s.width}x{s.height}",
+            "steps": s.steps,
+            "guidance": s.guidance,
+            "solver": f"{s.solver} (shift {s.shift:g})",
             "weights": self.hub_id + (f" + {lora}" if lora else ""),
             "sources": self.sources,
         }
@@ -203,96 +155,45 @@ class ModelPreset:
     # -- loading ---------------------------------------------------------------------------------
     def weight_file(self) -> WeightFile:
         """The pipeline's weight declaration (explicit ``model_file`` or one derived from the name)."""
-        if self.model_file is not None:
-            return self.model_file
-        env = "TDMBENCH_MODEL_" + "".join(c if c.isalnum() else "_" for c in self.name.upper())
-        return WeightFile(
-            key=f"{self.name}.pipeline",
-            hub_id=self.hub_id,
-            filename=None,
-            size="?",
-            env=env,
-            option="--model-path",
-            description=f"diffusers pipeline of model {self.name!r}",
-        )
+        return self.model_file or locate.pipeline_weight_file(self.name, self.hub_id)
 
     def resolve_pipeline(self, model_path: str | Path | None = None) -> str:
         """A local folder for the pipeline, or the hub id when online downloads are allowed.
 
-        Order: ``model_path`` > ``hub_id`` if it is a local folder > the file's environment variable >
-        the Hugging Face cache. Offline (``HF_HUB_OFFLINE=1``) and absent, raises
-        :class:`MissingWeightsError` at once, naming the id and how to point at a local copy.
+        See :func:`tdm_r1.models.locate.pipeline_source`; offline and absent, raises
+        :class:`~tdm_r1.errors.MissingWeightsError` at once.
         """
-        wf = self.weight_file()
-        for candidate, origin in ((model_path, "model path"), (os.environ.get(wf.env), wf.env)):
-            if candidate:
-                path = Path(candidate).expanduser()
-                if not (path / "model_index.json").is_file():
-                    raise MissingWeightsError(
-                        f"{origin}={candidate} is not a diffusers pipeline folder (no model_index.json). "
-                        f"Point it at a local copy of {self.hub_id} (the folder `save_pretrained` writes)."
-                    )
-                return str(path)
-        local = Path(self.hub_id).expanduser()
-        if local.is_dir():
-            if not (local / "model_index.json").is_file():
-                raise MissingWeightsError(f"model {self.name!r}: {local} has no model_index.json")
-            return str(local)
-        if _looks_like_path(self.hub_id):
-            raise MissingWeightsError(
-                f"model {self.name!r}: local pipeline folder {self.hub_id} does not exist "
-                f"(set {wf.env}=PATH or pass --model-path PATH)"
-            )
-        cached = _hf_cached_snapshot(self.hub_id)
-        if cached is not None:
-            return cached
-        if offline():
-            raise MissingWeightsError(
-                f"model {self.name!r} needs the diffusers pipeline {self.hub_id!r}, which is not in the "
-                f"Hugging Face cache and HF_HUB_OFFLINE=1 forbids downloading it. To use a local copy: pass "
-                f"--model-path PATH (tdmbench generate/eval) or model_path=PATH to load(), or set "
-                f"{wf.env}=PATH, where PATH is the pipeline folder (with model_index.json). Or download it on a "
-                f"machine with internet access (huggingface-cli download {self.hub_id}; ~{wf.size})."
-            )
-        return self.hub_id
+        return locate.pipeline_source(self.name, self.hub_id, self.weight_file(), model_path)
 
     def resolve_lora(self, lora_path: str | Path | None = None) -> Path | None:
         """Local path of the LoRA (file or folder), or None; fails fast offline (see ``tdm_r1.weights``)."""
-        if lora_path is not None:
-            path = Path(lora_path).expanduser()
-            if not path.exists():
-                raise MissingWeightsError(f"model {self.name!r}: LoRA path {path} does not exist")
-            return path
-        if self.lora is None:
-            return None
-        if isinstance(self.lora, WeightFile):
-            from tdm_r1 import weights
-
-            return weights.resolve(self.lora)
-        path = Path(self.lora).expanduser()
-        if not path.exists():
-            raise MissingWeightsError(f"model {self.name!r}: LoRA path {path} does not exist")
-        return path
+        return locate.lora_source(self.name, self.lora, lora_path)
 
     def with_overrides(self, **changes: Any) -> ModelPreset:
-        """A copy with sampling fields changed (unknown names are errors)."""
-        names = {f.name for f in dataclasses.fields(self)}
+        """A copy with fields changed; sampling fields (steps, guidance, ...) change ``sampling``.
+
+        Unknown names are errors.
+        """
+        names = {f.name for f in dataclasses.fields(self)} | set(SAMPLING_FIELDS)
         bad = sorted(set(changes) - names)
         if bad:
             raise ConfigError(f"unknown preset field(s) {bad}; valid: {sorted(names)}")
+        sampling = {k: changes.pop(k) for k in SAMPLING_FIELDS if k in changes}
+        if sampling:
+            changes["sampling"] = dataclasses.replace(changes.get("sampling", self.sampling), **sampling)
         return dataclasses.replace(self, **changes)
 
     def load(self, device: Any = None, dtype: Any = None, **overrides: Any) -> FlowAdapter:
         """Build the adapter, load the pipeline (and the LoRA as role ``generator``).
 
         Args:
-            device: torch device (default: cuda if available, else cpu).
+            device: torch device (default: ``tdm_r1.devices``: cuda if available, else cpu).
             dtype: torch dtype or name (default: ``self.dtype`` on accelerators, float32 on CPU).
             overrides: preset fields (steps, guidance, shift, solver, spacing, height, width,
                 cfg_renorm, ...), ``model_path=`` / ``lora_path=`` local copies, and adapter options
                 (``offload_text_encoders``, ``max_sequence_length``, ...).
         """
-        field_names = {f.name for f in dataclasses.fields(self)}
+        field_names = {f.name for f in dataclasses.fields(self)} | set(SAMPLING_FIELDS)
         model_path = overrides.pop("model_path", None)
         lora_path = overrides.pop("lora_path", None)
         preset_changes = {k: overrides.pop(k) for k in list(overrides) if k in field_names}
@@ -300,23 +201,22 @@ class ModelPreset:
         # resolve files first: an offline miss fails before torch/diffusers are imported
         source = preset.resolve_pipeline(model_path)
         lora = preset.resolve_lora(lora_path)
-        module_name, _, cls_name = FAMILIES[preset.family].partition(":")
-        cls = getattr(importlib.import_module(module_name), cls_name)
+        cls = adapter_class(preset.family)
         options = {**preset.options, **overrides}
-        _check_options(cls, options)
+        check_options(cls, options)
         adapter = cls.from_pretrained(source, preset=preset, device=device, dtype=dtype, **options)
         if lora is not None:
             if preset.lora_format == "tdm-ema":
-                adapter.add_role(
+                adapter.roles.add(
                     "generator",
                     rank=preset.lora_rank,
                     alpha=preset.lora_alpha,
                     target_modules=preset.lora_targets,
                     init="gaussian",
                 )
-                adapter.load_tdm_ema("generator", lora)
+                adapter.roles.load_tdm_ema("generator", lora)
             else:
-                adapter.load_role("generator", lora)
+                adapter.roles.load("generator", lora)
         return adapter
 
     def config_dict(self) -> dict[str, Any]:
@@ -331,7 +231,7 @@ class ModelPreset:
         digests: dict[str, str | None] = {}
         for key, field_name, value in (("pipeline", "hub_id", self.hub_id), ("lora", "lora", self.lora)):
             if isinstance(value, str) and Path(value).expanduser().exists():
-                digests[key] = _digest_path(Path(value).expanduser())
+                digests[key] = locate.digest_path(Path(value).expanduser())
                 # the content stands for a local folder, not where it lies: a result measured in one
                 # checkout is recognised in another (committed results, another user's clone)
                 data[field_name] = f"<local>/{Path(value).name}"
@@ -340,7 +240,9 @@ class ModelPreset:
 
     # -- (de)serialisation -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """The flat JSON-able form (the ``preset.json`` format; sampling fields at the top level)."""
         out = dataclasses.asdict(self)
+        out.update(out.pop("sampling"))
         for key in ("lora", "model_file"):
             value = getattr(self, key)
             if isinstance(value, WeightFile):
@@ -353,11 +255,18 @@ class ModelPreset:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, base_dir: Path | None = None) -> ModelPreset:
+        """Read :meth:`to_dict`'s form; the sampling fields may also be nested under ``"sampling"``."""
         data = dict(data)
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} | set(SAMPLING_FIELDS)
         bad = sorted(set(data) - names)
         if bad:
             raise ConfigError(f"unknown preset key(s) {bad}; valid: {sorted(names)}")
+        sampling = dict(data.pop("sampling", None) or {})
+        sampling.update({k: data.pop(k) for k in SAMPLING_FIELDS if k in data})
+        try:
+            data["sampling"] = SamplingSpec(**sampling)
+        except TypeError as exc:  # a missing "steps" or an unknown nested key
+            raise ConfigError(f"preset {data.get('name')!r}: bad sampling fields {sampling}: {exc}") from exc
         for key in ("lora", "model_file"):
             value = data.get(key)
             if isinstance(value, dict) and "weight_file" in value:
@@ -372,61 +281,9 @@ class ModelPreset:
         if base_dir is not None:  # paths in a preset file are relative to it
             for key in ("hub_id", "lora"):
                 value = data.get(key)
-                if isinstance(value, str) and _looks_like_path(value) and not Path(value).is_absolute():
+                if isinstance(value, str) and locate.looks_like_path(value) and not Path(value).is_absolute():
                     data[key] = str((base_dir / value).resolve())
         return cls(**data)
-
-
-def _digest_path(path: Path) -> str:
-    """sha256 (16 hex) over the weight files under ``path`` (names and contents)."""
-    import hashlib
-
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    h = hashlib.sha256()
-    for f in files:
-        if f.suffix not in (".safetensors", ".bin", ".pt", ".ckpt", ".pth", ".json"):
-            continue
-        h.update(f.relative_to(path if path.is_dir() else path.parent).as_posix().encode())
-        with f.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
-
-
-def _check_options(cls: type, options: dict[str, Any]) -> None:
-    """Unknown adapter options are errors that list the valid ones (not a TypeError deep inside)."""
-    import inspect
-
-    valid: set[str] = set()
-    for klass in cls.__mro__:
-        init = klass.__dict__.get("__init__")
-        if init is not None:
-            valid |= {
-                name
-                for name, p in inspect.signature(init).parameters.items()
-                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name != "self"
-            }
-    valid -= {"transformer", "vae", "preset", "sampling", "device", "dtype", "scheduler_config"}
-    valid -= {n for n in valid if n.startswith(("text_encoder", "tokenizer"))}
-    bad = sorted(set(options) - valid)
-    if bad:
-        raise ConfigError(f"unknown option(s) {bad} for {cls.__name__}; valid: {sorted(valid)}")
-
-
-def _looks_like_path(text: str) -> bool:
-    """Hub ids are ``owner/name``; anything else (``./x``, ``/abs``, ``~/x``, ``a/b/c``, ``x``) is a path."""
-    return text.startswith((".", "/", "~")) or text.count("/") != 1
-
-
-def _hf_cached_snapshot(hub_id: str) -> str | None:
-    """The cached snapshot folder of a hub repository, or None (never touches the network)."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        path = snapshot_download(hub_id, local_files_only=True)
-    except (OSError, ValueError):  # LocalEntryNotFoundError & co: "not cached"
-        return None
-    return path if (Path(path) / "model_index.json").is_file() else None
 
 
 # ----------------------------------------------------------------------------------- registration
@@ -454,8 +311,7 @@ def register_lora_preset(
     from tdm_r1.registry import MODELS
 
     base_preset = MODELS.get(base) if isinstance(base, str) else base
-    preset = dataclasses.replace(
-        base_preset,
+    preset = base_preset.with_overrides(
         name=name,
         lora=str(Path(lora_path).expanduser().resolve()),
         lora_format=lora_format,
@@ -473,7 +329,7 @@ def save_preset_file(preset: ModelPreset, path: str | Path) -> Path:
     data = preset.to_dict()
     for key in ("hub_id", "lora"):  # keep a run folder relocatable: paths inside it become ./relative
         value = data.get(key)
-        if isinstance(value, str) and _looks_like_path(value):
+        if isinstance(value, str) and locate.looks_like_path(value):
             try:
                 rel = Path(value).expanduser().resolve().relative_to(path.parent.resolve())
             except ValueError:
@@ -500,26 +356,18 @@ def preset_from_pipeline_folder(path: str | Path, **changes: Any) -> ModelPreset
         index = json.loads((path / "model_index.json").read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path} is not a diffusers pipeline folder: {exc}") from exc
-    cls_name = index.get("_class_name", "?")
-    family = PIPELINE_FAMILIES.get(cls_name)
-    if family is None:
-        raise ConfigError(
-            f"{path}: pipeline class {cls_name!r} is not supported; supported: {', '.join(PIPELINE_FAMILIES)}"
-        )
-    defaults: dict[str, Any] = (
-        dict(steps=28, guidance=4.5, shift=3.0)
-        if family == "sd3"
-        else dict(steps=9, guidance=1.0, shift=3.0, spacing="zero-terminal", height=1024, width=1024)
-    )
-    defaults.update(changes)
-    return ModelPreset(
+    try:
+        family, sampling = family_of_pipeline(index.get("_class_name", "?"))
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    preset = ModelPreset(
         name=path.name.lower().replace(" ", "-"),
         family=family,
         hub_id=str(path),
-        kind=defaults.pop("kind", "base"),
+        sampling=sampling,
         sources=f"local pipeline folder {path}",
-        **defaults,
     )
+    return preset.with_overrides(**changes) if changes else preset
 
 
 def resolve_model(spec: str | Path) -> ModelPreset:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tdm_r1.models.base import SD3_LORA_TARGETS, ModelPreset, register_preset
+from tdm_r1.models.spec import SamplingSpec
 from tdm_r1.weights import WeightFile, declare
 
 # ------------------------------------------------------------------------------------ weight files
@@ -69,13 +70,15 @@ register_preset(
         family="sd3",
         hub_id=SD35_MEDIUM.hub_id,
         model_file=SD35_MEDIUM,
-        steps=40,
-        guidance=4.5,
-        shift=3.0,
-        solver="euler",
-        spacing="flowmatch",
-        height=512,
-        width=512,
+        sampling=SamplingSpec(
+            steps=40,
+            guidance=4.5,
+            shift=3.0,
+            solver="euler",
+            spacing="flowmatch",
+            height=512,
+            width=512,
+        ),
         kind="base",
         options=_SD3_OPTIONS,
         sources="Flow-GRPO / TDM-R1 baseline: 40 steps, CFG 4.5, FlowMatch Euler shift 3; evaluated at 512 and 1024",
@@ -87,12 +90,14 @@ register_preset(
         family="sd3",
         hub_id=SD35_MEDIUM.hub_id,
         model_file=SD35_MEDIUM,
-        steps=4,
-        guidance=1.0,
-        shift=3.0,
-        solver="dpmsolver++",
-        height=512,
-        width=512,
+        sampling=SamplingSpec(
+            steps=4,
+            guidance=1.0,
+            shift=3.0,
+            solver="dpmsolver++",
+            height=512,
+            width=512,
+        ),
         kind="distilled",
         lora=TDM_SD35_LORA,
         lora_format="tdm-ema",
@@ -112,13 +117,15 @@ register_preset(
         family="z-image",
         hub_id=Z_IMAGE.hub_id,
         model_file=Z_IMAGE,
-        steps=50,
-        guidance=5.0,  # diffusers guidance_scale 4 (model card); tdmbench convention is 1 + that
-        shift=6.0,  # the checkpoint's scheduler_config.json
-        solver="euler",
-        spacing="z-image",
-        height=1024,
-        width=1024,
+        sampling=SamplingSpec(
+            steps=50,
+            guidance=5.0,  # diffusers guidance_scale 4 (model card); tdmbench convention is 1 + that
+            shift=6.0,  # the checkpoint's scheduler_config.json
+            solver="euler",
+            spacing="z-image",
+            height=1024,
+            width=1024,
+        ),
         kind="base",
         sources="Z-Image model card: 50 steps, guidance_scale 4 (= 5 here), scheduler shift 6; "
         "sigmas of ZImagePipeline in diffusers >= 0.37",
@@ -130,13 +137,15 @@ register_preset(
         family="z-image",
         hub_id=Z_IMAGE_TURBO.hub_id,
         model_file=Z_IMAGE_TURBO,
-        steps=9,
-        guidance=1.0,  # diffusers guidance_scale 0
-        shift=3.0,
-        solver="euler",
-        spacing="zero-terminal",
-        height=1024,
-        width=1024,
+        sampling=SamplingSpec(
+            steps=9,
+            guidance=1.0,  # diffusers guidance_scale 0
+            shift=3.0,
+            solver="euler",
+            spacing="zero-terminal",
+            height=1024,
+            width=1024,
+        ),
         kind="distilled",
         sources="Z-Image-Turbo model card: num_inference_steps=9 ('8 DiT forwards'), guidance_scale 0, shift 3",
     )
@@ -147,13 +156,15 @@ register_preset(
         family="z-image",
         hub_id=Z_IMAGE_TURBO.hub_id,
         model_file=Z_IMAGE_TURBO,
-        steps=5,
-        guidance=1.0,  # diffusers guidance_scale 0
-        shift=3.0,
-        solver="euler",
-        spacing="zero-terminal",
-        height=1024,
-        width=1024,
+        sampling=SamplingSpec(
+            steps=5,
+            guidance=1.0,  # diffusers guidance_scale 0
+            shift=3.0,
+            solver="euler",
+            spacing="zero-terminal",
+            height=1024,
+            width=1024,
+        ),
         kind="rl",
         lora=TDM_R1_Z_IMAGE_LORA,
         lora_format="tdm-ema",
@@ -178,12 +189,7 @@ register_preset(
         name="toy-teacher",
         family="sd3",
         hub_id=str(TOY_WEIGHTS / "toy-teacher"),
-        steps=50,
-        guidance=5.0,
-        shift=1.0,
-        solver="euler",
-        height=64,
-        width=64,
+        sampling=SamplingSpec(steps=50, guidance=5.0, shift=1.0, height=64, width=64),
         kind="toy",
         dtype="float32",
         options=dict(TOY_OPTIONS),
@@ -191,18 +197,12 @@ register_preset(
         sources="toy world teacher: 50 Euler steps x CFG 5 = 100 NFE (tdm_r1/toyworld/weights/MODEL_CARD.md)",
     )
 )
-register_preset(
+TOY_4STEP = register_preset(
     ModelPreset(
         name="toy-4step",
         family="sd3",
         hub_id=str(TOY_WEIGHTS / "toy-teacher"),
-        steps=4,
-        guidance=1.0,
-        shift=1.0,
-        solver="euler",
-        spacing="trailing",
-        height=64,
-        width=64,
+        sampling=SamplingSpec(steps=4, guidance=1.0, shift=1.0, spacing="trailing", height=64, width=64),
         kind="distilled",
         lora=str(TOY_WEIGHTS / "toy-4step"),
         lora_format="peft",
@@ -213,28 +213,16 @@ register_preset(
         sources="TDM distillation of toy-teacher (tdmbench distill), 4 Euler steps (trailing spacing), no CFG",
     )
 )
+# the RL runs: toy-4step with another LoRA
 for _reward, _suffix in (("geneval", ""), ("ocr", ""), ("geneval", "-nosur"), ("ocr", "-nosur")):
     register_preset(
-        ModelPreset(
+        TOY_4STEP.with_overrides(
             name=f"toy-4step-r1-{_reward}{_suffix}",
-            family="sd3",
-            hub_id=str(TOY_WEIGHTS / "toy-teacher"),
-            steps=4,
-            guidance=1.0,
-            shift=1.0,
-            solver="euler",
-            spacing="trailing",
-            height=64,
-            width=64,
             kind="rl",
             lora=str(TOY_WEIGHTS / f"toy-4step-r1-{_reward}{_suffix}"),
-            lora_format="peft",
-            dtype="float32",
             options=dict(TOY_OPTIONS),
             few_step_base="toy-4step",
-            baseline="toy-teacher",
             in_domain=(_reward,),
-            benchmarks=TOY_BENCHMARKS,
             sources=(
                 f"TDM-R1 on toy-4step with the {_reward} reward (tdmbench train --reward {_reward})"
                 if not _suffix

@@ -17,15 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from tdm_r1.models.adapter import (
-    Conditioning,
-    FlowAdapter,
-    move_module,
-    pipeline_dtype_kwarg,
-    resolve_device,
-    resolve_dtype,
-)
+from tdm_r1.devices import move_module, resolve_device, resolve_dtype
+from tdm_r1.models.adapter import FlowAdapter
 from tdm_r1.models.base import Z_IMAGE_LORA_TARGETS
+from tdm_r1.models.conditioning import Conditioning
+from tdm_r1.models.families import pipeline_dtype_kwarg
 
 
 class ZImageAdapter(FlowAdapter):

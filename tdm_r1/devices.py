@@ -1,0 +1,69 @@
+"""The one rule for torch device and dtype defaults (models, rewards, the CLI).
+
+* device ``None`` -> ``cuda`` when a CUDA GPU is visible, else ``cpu``; anything else is taken as
+  ``torch.device`` reads it (``"cpu"``, ``"cuda:1"``, ``"mps"``).
+* dtype ``None`` -> float32 on the CPU (bfloat16 matmuls are slow there and float16 is
+  unsupported), else the caller's ``default`` (a model preset's ``dtype``, "bfloat16" unless set);
+  names may be spelled ``float32`` / ``fp32`` / ``float``, ``float16`` / ``fp16`` / ``half``,
+  ``bfloat16`` / ``bf16``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tdm_r1.errors import ConfigError
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+
+
+def default_device() -> torch.device:
+    """``cuda`` when a CUDA GPU is visible, else ``cpu``."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """A ``torch.device``; None -> :func:`default_device`."""
+    if device is None:
+        return default_device()
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError) as exc:
+        raise ConfigError(f"invalid device {device!r}: {exc} (e.g. cpu, cuda, cuda:1)") from exc
+
+
+def resolve_dtype(
+    dtype: str | torch.dtype | None,
+    device: str | torch.device | None = None,
+    default: str = "bfloat16",
+) -> torch.dtype:
+    """A ``torch.dtype`` from a dtype or a name; None -> float32 on the CPU, ``default`` elsewhere."""
+    if dtype is None:
+        return torch.float32 if resolve_device(device).type == "cpu" else resolve_dtype(default)
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ConfigError(f"dtype {dtype} is not supported; use float32, float16 or bfloat16")
+        return dtype
+    key = str(dtype).strip().lower().removeprefix("torch.")
+    if key not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; valid: {', '.join(sorted(DTYPES))}")
+    return DTYPES[key]
+
+
+def move_module(module: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
+    """``module.to(device, dtype)``, skipping the dtype cast when it is already right (diffusers warns)."""
+    first = next(module.parameters(), None)
+    if first is not None and first.dtype == dtype:
+        module.to(device=device)
+    else:
+        module.to(device=device, dtype=dtype)

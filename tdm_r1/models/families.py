@@ -1,0 +1,103 @@
+"""Model families: which adapter class runs a preset, and which diffusers pipeline it wraps.
+
+Torch-free: a family is registered as a ``"module:Class"`` target that is imported only when a
+model of that family loads. Register a new family with :func:`register_family` (see
+``tdm_r1.models.sd3`` for an adapter to copy from).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from tdm_r1.errors import ConfigError
+from tdm_r1.models.spec import SamplingSpec
+from tdm_r1.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+#: family name -> ``"module:Class"`` of its adapter (the entry holds the target string;
+#: :func:`adapter_class` imports it). Entry meta: ``pipeline`` (the diffusers ``model_index.json``
+#: class name) and ``folder_sampling`` (sampling defaults of a bare pipeline folder).
+FAMILIES: Registry[str] = Registry("model family")
+
+
+def register_family(
+    family: str, target: str, *, pipeline: str | None = None, folder_sampling: SamplingSpec | None = None
+) -> None:
+    """Register an adapter class (``"module:Class"``) for ``family``.
+
+    Args:
+        pipeline: the diffusers pipeline class a local pipeline folder names in ``model_index.json``
+            (lets ``--model PATH`` find the family).
+        folder_sampling: sampling defaults for such a folder (no preset says how it samples).
+    """
+    if target.count(":") != 1:
+        raise ConfigError(f"family {family!r}: target must be 'module:Class', got {target!r}")
+    FAMILIES.add(family, target, pipeline=pipeline, folder_sampling=folder_sampling)
+
+
+def adapter_class(family: str) -> type:
+    """The adapter class of ``family`` (imports its module)."""
+    module_name, _, cls_name = FAMILIES.get(family).partition(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def family_of_pipeline(pipeline: str) -> tuple[str, SamplingSpec]:
+    """``(family, folder sampling defaults)`` of a diffusers pipeline class name."""
+    for entry in FAMILIES.entries():
+        if entry.meta.get("pipeline") == pipeline:
+            return entry.name, entry.meta["folder_sampling"]
+    supported = [e.meta["pipeline"] for e in FAMILIES.entries() if e.meta.get("pipeline")]
+    raise ConfigError(f"pipeline class {pipeline!r} is not supported; supported: {', '.join(supported)}")
+
+
+#: ``FlowAdapter.__init__`` arguments that ``ModelPreset.load`` fills itself (not user options).
+_INTERNAL = {"transformer", "vae", "preset", "sampling", "device", "dtype", "scheduler_config"}
+
+
+def check_options(cls: type, options: dict[str, Any]) -> None:
+    """Unknown adapter options are errors that list the valid ones (not a TypeError deep inside)."""
+    valid: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            valid |= {
+                name
+                for name, p in inspect.signature(init).parameters.items()
+                if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD) and name != "self"
+            }
+    valid -= _INTERNAL
+    valid -= {n for n in valid if n.startswith(("text_encoder", "tokenizer"))}
+    bad = sorted(set(options) - valid)
+    if bad:
+        raise ConfigError(f"unknown option(s) {bad} for {cls.__name__}; valid: {sorted(valid)}")
+
+
+def pipeline_dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
+    """``{"dtype": ...}`` for diffusers versions that renamed ``torch_dtype`` (it warns), else ``torch_dtype``."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+    except ImportError:
+        return {"torch_dtype": dtype}
+    return {"dtype": dtype}
+
+
+def _builtin(family: str, target: str, pipeline: str, **sampling: Any) -> None:
+    register_family(family, target, pipeline=pipeline, folder_sampling=SamplingSpec(**sampling))
+
+
+_builtin("sd3", "tdm_r1.models.sd3:SD3Adapter", "StableDiffusion3Pipeline", steps=28, guidance=4.5, shift=3.0)
+_builtin(
+    "z-image",
+    "tdm_r1.models.z_image:ZImageAdapter",
+    "ZImagePipeline",
+    steps=9,
+    guidance=1.0,
+    shift=3.0,
+    spacing="zero-terminal",
+    height=1024,
+    width=1024,
+)

@@ -1,0 +1,363 @@
+"""LoRA roles: several named peft adapters on one frozen transformer.
+
+A role (``generator``, ``fake``, ``surrogate``, ...) is a peft adapter of that name; ``None``
+switches every adapter off (the frozen base: teacher / reference). :class:`LoraRoles` adds,
+switches, saves, loads and fingerprints them; it is a sequence of the role names, so
+``"generator" in adapter.roles`` and ``list(adapter.roles)`` read naturally.
+
+File layouts: :meth:`LoraRoles.save` writes peft's ``adapter_model.safetensors`` +
+``adapter_config.json``; :meth:`LoraRoles.load` also reads diffusers LoRA files;
+:meth:`LoraRoles.load_tdm_ema` reads TDM / TDM-R1 EMA checkpoints (a tensor list in parameter order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, overload
+
+import torch
+from torch import nn
+
+from tdm_r1.errors import ConfigError, ShapeError
+
+log = logging.getLogger(__name__)
+
+#: ``init`` names of :meth:`LoraRoles.add` -> peft ``init_lora_weights``.
+LORA_INITS: dict[str, Any] = {
+    "gaussian": "gaussian",  # A ~ N(0, 1/r), B = 0: starts equal to the base (TDM-R1's choice)
+    "zeros": "gaussian",  # alias: "the LoRA's output starts at zero" (B = 0)
+    "kaiming": True,  # peft default: A kaiming-uniform, B = 0
+}
+
+
+def role_tensors(module: nn.Module, role: str) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of role ``role``'s LoRA tensors in ``named_parameters`` order."""
+    tags = (f".lora_A.{role}.", f".lora_B.{role}.")
+    return [(n, p) for n, p in module.named_parameters() if tags[0] in n or tags[1] in n]
+
+
+def file_key(name: str, role: str) -> str:
+    """A role tensor's key in a saved file: the parameter name without the adapter name."""
+    return name.replace(f".{role}.", ".")
+
+
+class LoraRoles(Sequence[str]):
+    """The LoRA roles of one transformer (a sequence of role names, in the order they were added).
+
+    Args:
+        transformer: the diffusers transformer (peft-enabled through diffusers' ``add_adapter``).
+        family: the model family, written into saved configs.
+        default_targets: module-name suffixes wrapped when :meth:`add` is given none.
+    """
+
+    def __init__(self, transformer: nn.Module, *, family: str, default_targets: Sequence[str]) -> None:
+        self.transformer = transformer
+        self.family = family
+        self.default_targets = tuple(default_targets)
+        self._cfg: dict[str, dict[str, Any]] = {}
+        self._params: dict[str, list[nn.Parameter]] = {}
+        self._trainable: dict[str, bool] = {}
+        self._active: str | None = None
+
+    # -- the sequence of names ---------------------------------------------------------------------
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        return list(self._cfg)[index]
+
+    def __len__(self) -> int:
+        return len(self._cfg)
+
+    def __repr__(self) -> str:
+        return f"LoraRoles({list(self._cfg)}, active={self._active!r})"
+
+    @property
+    def active(self) -> str | None:
+        """The role the transformer runs with now (None = adapters off)."""
+        return self._active
+
+    def config(self, name: str) -> dict[str, Any]:
+        """``{"rank", "alpha", "target_modules", "init"}`` of role ``name``."""
+        self._require(name)
+        return dict(self._cfg[name])
+
+    # -- adding and switching ----------------------------------------------------------------------
+    def add(
+        self,
+        name: str,
+        *,
+        rank: int = 32,
+        alpha: float = 64.0,
+        target_modules: Sequence[str] | None = None,
+        init: str = "gaussian",
+        dropout: float = 0.0,
+        trainable: bool = True,
+    ) -> None:
+        """Add a LoRA role (a peft adapter named ``name``) on the frozen transformer.
+
+        Args:
+            name: role name, e.g. "generator", "fake", "surrogate".
+            rank, alpha: LoRA rank r and scale alpha (the LoRA output is scaled by alpha / r).
+            target_modules: module-name suffixes (default: the family's default targets).
+            init: "gaussian" / "zeros" (B = 0: starts equal to the base) or "kaiming".
+            trainable: whether the role's parameters require grad.
+        """
+        from peft import LoraConfig
+
+        if not name or not name.replace("_", "").replace("-", "").isalnum() or name in ("default",):
+            raise ConfigError(f"invalid role name {name!r}: use letters, digits, '-' or '_' (not 'default')")
+        if name in self._cfg:
+            raise ConfigError(f"role {name!r} already exists; roles: {list(self)}")
+        if init not in LORA_INITS:
+            raise ConfigError(f"unknown LoRA init {init!r}; valid: {', '.join(LORA_INITS)}")
+        targets = list(target_modules or self.default_targets)
+        config = LoraConfig(
+            r=rank,
+            lora_alpha=alpha,
+            target_modules=targets,
+            init_lora_weights=LORA_INITS[init],
+            lora_dropout=dropout,
+        )
+        try:
+            with warnings.catch_warnings():  # several adapters on one model is the point of roles
+                warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                self.transformer.add_adapter(config, adapter_name=name)
+        except ValueError as exc:  # peft: "Target modules ... not found in the base model"
+            raise ConfigError(f"cannot add LoRA role {name!r} with targets {targets}: {exc}") from exc
+        self._cfg[name] = {"rank": rank, "alpha": float(alpha), "target_modules": targets, "init": init}
+        self._params.pop(name, None)
+        self._trainable[name] = trainable
+        params = self.parameters(name)
+        for p in params:
+            p.data = p.data.to(torch.float32)  # trainable LoRA weights stay in fp32 (bf16 base is fine)
+        self._activate(self._active, force=True)
+        log.info("added LoRA role %r: rank %d, alpha %g, %d tensors", name, rank, alpha, len(params))
+
+    def set_trainable(self, name: str, trainable: bool) -> None:
+        """Whether role ``name``'s parameters require grad (kept across role switches)."""
+        self._require(name)
+        self._trainable[name] = trainable
+        for p in self.parameters(name):
+            p.requires_grad_(trainable)
+
+    @contextlib.contextmanager
+    def use(self, name: str | None) -> Iterator[None]:
+        """Context in which the transformer runs with role ``name`` (None = adapters off = base)."""
+        if name is not None:
+            self._require(name)
+        previous = self._active
+        self._activate(name)
+        try:
+            yield
+        finally:
+            self._activate(previous)
+
+    def _activate(self, name: str | None, force: bool = False) -> None:
+        if not self._cfg or (name == self._active and not force):
+            self._active = name
+            return
+        if name is None:
+            self.transformer.disable_adapters()
+        else:
+            self.transformer.enable_adapters()
+            self.transformer.set_adapter(name)
+        self._active = name
+        # peft toggles requires_grad on (de)activation; tdmbench keeps each role's own setting
+        for role, flag in self._trainable.items():
+            for p in self.parameters(role):
+                if p.requires_grad != flag:
+                    p.requires_grad_(flag)
+
+    def _require(self, name: str) -> None:
+        if name not in self._cfg:
+            raise ConfigError(f"unknown LoRA role {name!r}; roles on this model: {list(self) or 'none'}")
+
+    # -- tensors -----------------------------------------------------------------------------------
+    def parameters(self, name: str) -> list[nn.Parameter]:
+        """The role's LoRA tensors in ``named_parameters`` order (lora_A, lora_B per wrapped module)."""
+        self._require(name)
+        if name not in self._params:
+            self._params[name] = [p for _, p in role_tensors(self.transformer, name)]
+        return self._params[name]
+
+    def tensor_names(self, name: str) -> list[str]:
+        """Parameter names of the role's tensors (order of :meth:`parameters`)."""
+        self._require(name)
+        return [n for n, _ in role_tensors(self.transformer, name)]
+
+    def state(self, name: str) -> dict[str, torch.Tensor]:
+        """The role's tensors keyed like peft's saved files (adapter name removed), detached, on the CPU."""
+        self._require(name)
+        return {
+            file_key(n, name): p.detach().to("cpu").contiguous()
+            for n, p in role_tensors(self.transformer, name)
+        }
+
+    def copies(self, name: str, *, device: Any = None) -> list[torch.Tensor]:
+        """Detached copies of the role's tensors (order of :meth:`parameters`), e.g. for an EMA."""
+        return [p.detach().to(device or p.device).clone() for p in self.parameters(name)]
+
+    @torch.no_grad()
+    def set_weights(self, name: str, tensors: Sequence[torch.Tensor], *, source: str = "tensors") -> None:
+        """Copy ``tensors`` (order of :meth:`parameters`) into the role; all shapes checked first."""
+        params = self.parameters(name)
+        tensors = list(tensors)
+        cfg = self._cfg[name]
+        if len(tensors) != len(params):
+            raise ShapeError(
+                f"{source} has {len(tensors)} tensors but role {name!r} (rank {cfg['rank']}, alpha {cfg['alpha']:g}, "
+                f"targets {cfg['target_modules']}) has {len(params)} LoRA tensors on this transformer. The LoRA "
+                "layout must match the one the checkpoint was trained with exactly (same rank and target modules)."
+            )
+        names = self.tensor_names(name)
+        for i, (t, p) in enumerate(zip(tensors, params, strict=True)):
+            if tuple(t.shape) != tuple(p.shape):
+                raise ShapeError(
+                    f"{source}: tensor {i} has shape {tuple(t.shape)} but role {name!r} parameter {names[i]} "
+                    f"has shape {tuple(p.shape)}; nothing was loaded"
+                )
+        for t, p in zip(tensors, params, strict=True):
+            p.copy_(t.to(device=p.device, dtype=p.dtype))
+
+    def digest(self, name: str) -> str:
+        """sha256 (16 hex) of the role's current tensors: identifies the weights in cache keys."""
+        h = hashlib.sha256()
+        for p in self.parameters(name):
+            h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    # -- files -------------------------------------------------------------------------------------
+    def load_tdm_ema(self, name: str, path: str | Path) -> None:
+        """Load a TDM / TDM-R1 EMA checkpoint (``{"ema_parameters": [tensor, ...]}``) into role ``name``.
+
+        The list is copied in order into :meth:`parameters` (the layout TDM-R1's code uses:
+        parameters of a peft adapter, in ``named_parameters`` order). Count and every shape are
+        checked before anything is copied: a mismatch raises :class:`ShapeError`.
+        """
+        path = Path(path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError) as exc:
+            raise ShapeError(f"cannot read TDM EMA checkpoint {path}: {exc}") from exc
+        if not isinstance(state, dict) or not isinstance(state.get("ema_parameters"), list | tuple):
+            keys = sorted(state)[:10] if isinstance(state, dict) else type(state).__name__
+            raise ShapeError(
+                f"{path} is not a TDM EMA checkpoint: expected a dict with an 'ema_parameters' list, got {keys}"
+            )
+        self.set_weights(name, state["ema_parameters"], source=f"TDM EMA checkpoint {path}")
+        log.info("loaded %d EMA tensors from %s into role %r", len(state["ema_parameters"]), path, name)
+
+    def save(self, name: str, directory: str | Path) -> Path:
+        """Save role ``name`` as ``adapter_model.safetensors`` + ``adapter_config.json`` (peft layout)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(self.state(name), str(directory / "adapter_model.safetensors"))
+        cfg = self._cfg[name]
+        config = {
+            "peft_type": "LORA",
+            "r": cfg["rank"],
+            "lora_alpha": cfg["alpha"],
+            "target_modules": list(cfg["target_modules"]),
+            "init_lora_weights": LORA_INITS[cfg["init"]],
+            "tdmbench": {"family": self.family, "role": name, "init": cfg["init"]},
+        }
+        (directory / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+        return directory
+
+    def load(self, name: str, path: str | Path) -> None:
+        """Load a saved role (folder from :meth:`save`, or a peft / diffusers LoRA file) into ``name``.
+
+        Creates the role from ``adapter_config.json`` if it does not exist. Keys may carry the
+        prefixes ``base_model.model.`` (peft) or ``transformer.`` (diffusers). Missing, unexpected
+        or mis-shaped tensors raise :class:`ShapeError` before anything is copied.
+        """
+        path = Path(path)
+        weights_file, config = _find_lora_files(path)
+        if name not in self._cfg:
+            if config is None:
+                raise ShapeError(
+                    f"{path}: no adapter_config.json next to the weights; cannot create role {name!r}"
+                )
+            self.add(
+                name,
+                rank=int(config["r"]),
+                alpha=float(config.get("lora_alpha", config["r"])),
+                target_modules=list(config["target_modules"]),
+                init="gaussian",
+            )
+        state = _read_state_dict(weights_file)
+        state = {_normalise_lora_key(k, name): v for k, v in state.items()}
+        expected = {file_key(n, name): p for n, p in role_tensors(self.transformer, name)}
+        missing = sorted(set(expected) - set(state))
+        unexpected = sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise ShapeError(
+                f"LoRA {weights_file} does not match role {name!r}: {len(missing)} missing tensors "
+                f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). "
+                "Check the model family and the LoRA's target modules."
+            )
+        bad = [
+            (k, tuple(state[k].shape), tuple(p.shape))
+            for k, p in expected.items()
+            if state[k].shape != p.shape
+        ]
+        if bad:
+            raise ShapeError(
+                f"LoRA {weights_file}: shape mismatch for role {name!r}: {bad[:3]} (file vs model)"
+            )
+        with torch.no_grad():
+            for k, p in expected.items():
+                p.copy_(state[k].to(device=p.device, dtype=p.dtype))
+
+
+def _find_lora_files(path: Path) -> tuple[Path, dict[str, Any] | None]:
+    if path.is_dir():
+        for candidate in (
+            "adapter_model.safetensors",
+            "pytorch_lora_weights.safetensors",
+            "adapter_model.bin",
+        ):
+            if (path / candidate).is_file():
+                weights = path / candidate
+                break
+        else:
+            raise ShapeError(
+                f"{path}: no adapter_model.safetensors (or pytorch_lora_weights.safetensors) inside"
+            )
+        config_path = path / "adapter_config.json"
+    else:
+        if not path.is_file():
+            raise ShapeError(f"LoRA path {path} does not exist")
+        weights, config_path = path, path.parent / "adapter_config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else None
+    return weights, config
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ShapeError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def _normalise_lora_key(key: str, name: str) -> str:
+    for prefix in ("base_model.model.", "transformer."):
+        if key.startswith(prefix):
+            key = key[len(prefix) :]
+    for part in (f".{name}.", ".default."):
+        key = key.replace(part, ".")
+    return key
