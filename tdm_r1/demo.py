@@ -55,7 +55,9 @@ def run_demo(
                 log.info("evaluating %s on %s (%s)", model, bench, why)
                 todo.append(bench)
         if todo:
-            for res in evaluate(model, todo, batch_size=64, device=device, progress=True):
+            # the run's model by its folder (nothing is registered); results are filed under its name
+            target = run if model == run_name else model
+            for res in evaluate(target, todo, batch_size=64, device=device, progress=True):
                 out["results"][(model, res.benchmark)] = res.summary
         stages[f"eval {model}"] = time.perf_counter() - t1
     t1 = time.perf_counter()

@@ -6,9 +6,8 @@ solver and spacing, NFE) in :mod:`tdm_r1.schedule`. Adapters hide each model's o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from tdm_r1.errors import ConfigError
 from tdm_r1.flow import cfg, euler_step, x0_from_v
@@ -17,8 +16,8 @@ from tdm_r1.schedule import SOLVERS, FlowSchedule
 if TYPE_CHECKING:
     import torch
 
-    from tdm_r1.models.adapter import FlowAdapter
     from tdm_r1.models.conditioning import Conditioning
+    from tdm_r1.models.protocols import VelocityModel
 
 
 @dataclass
@@ -47,57 +46,46 @@ class Trajectory:
 
 
 def sample(
-    adapter: FlowAdapter,
+    adapter: VelocityModel,
     cond: Conditioning,
     noise: torch.Tensor,
-    sigmas: torch.Tensor | FlowSchedule,
+    schedule: FlowSchedule,
     *,
     guidance: float = 1.0,
     uncond: Conditioning | None = None,
-    solver: str | None = None,
     role: str | None = None,
-    model_sigmas: torch.Tensor | None = None,
     cfg_renorm: float | None = None,
     keep_grad: bool = False,
     return_x0: bool = True,
-    progress: bool = False,
-    velocity_fn: Callable[..., torch.Tensor] | None = None,
 ) -> Trajectory:
     """Run one deterministic flow ODE solve and return the whole trajectory.
 
     Args:
-        adapter: any :class:`~tdm_r1.models.base.FlowAdapter` (only ``velocity`` is used).
+        adapter: any model with ``velocity`` (:class:`~tdm_r1.models.protocols.VelocityModel`).
         cond: conditioning for the N samples.
-        noise: (N, C, h, w) the initial latent at ``sigmas[0]`` (see ``FlowAdapter.initial_noise``).
-        sigmas: (K+1,) boundaries, or a :class:`FlowSchedule` (then ``solver`` and ``model_sigmas`` default to it).
+        noise: (N, C, h, w) the initial latent at ``schedule.sigmas[0]`` (see ``initial_noise``).
+        schedule: the step boundaries, the sigmas the transformer is told, and the solver
+            (:func:`tdm_r1.schedule.flow_schedule`).
         guidance: CFG scale g (tdmbench convention: ``v = v_u + g (v_c - v_u)``, 1 = off, one pass).
         uncond: null conditioning, required when ``guidance != 1``.
-        solver: "euler" or "dpmsolver++" (default: the schedule's, else "euler").
         role: LoRA role used for every pass (None = frozen base).
-        model_sigmas: (K,) sigmas fed to the transformer (default ``sigmas[:-1]``).
         cfg_renorm: optional CFG norm cap, see :func:`tdm_r1.flow.cfg`.
         keep_grad: keep the autograd graph (default: run under ``torch.no_grad``).
         return_x0: also return the per-step x0 predictions.
-        progress: show a tqdm bar over steps.
-        velocity_fn: override ``adapter.velocity`` (same signature), e.g. for a wrapped/compiled call.
 
     Returns:
         :class:`Trajectory`; latents are float32 regardless of the model dtype.
     """
     import torch
 
-    if isinstance(sigmas, FlowSchedule):
-        solver = solver or sigmas.solver
-        model_sigmas = sigmas.model_sigmas if model_sigmas is None else model_sigmas
-        sigmas = sigmas.sigmas
-    solver = solver or "euler"
+    solver = schedule.solver
     if solver not in SOLVERS:
         raise ConfigError(f"unknown solver {solver!r}; valid: {', '.join(SOLVERS)}")
-    sigmas = sigmas.detach().to("cpu", torch.float32)
+    sigmas = schedule.sigmas.detach().to("cpu", torch.float32)
     steps = sigmas.numel() - 1
     if steps < 1 or bool((sigmas[1:] > sigmas[:-1]).any()):
         raise ConfigError(f"sigmas must be non-increasing with at least 2 entries, got {sigmas.tolist()}")
-    model_sigmas = sigmas[:-1] if model_sigmas is None else model_sigmas.detach().to("cpu", torch.float32)
+    model_sigmas = schedule.model_sigmas.detach().to("cpu", torch.float32)
     if model_sigmas.numel() != steps:
         raise ConfigError(f"model_sigmas must have {steps} entries, got {model_sigmas.numel()}")
     use_cfg = guidance != 1.0
@@ -105,7 +93,7 @@ def sample(
         raise ConfigError(f"guidance={guidance} needs `uncond` (adapter.null_conditioning(n))")
     if len(cond) != noise.shape[0] or (use_cfg and len(uncond) != noise.shape[0]):  # type: ignore[arg-type]
         raise ConfigError(f"conditioning for {len(cond)} samples but noise has batch {noise.shape[0]}")
-    vel = velocity_fn or adapter.velocity
+    vel = adapter.velocity
     both = _cat_conditioning(uncond, cond) if use_cfg else None
 
     def velocity(x: torch.Tensor, s_model: float) -> torch.Tensor:
@@ -122,13 +110,8 @@ def sample(
     x0s: list[torch.Tensor] = []
     nfe = 0
     prev: tuple[torch.Tensor, float] | None = None  # DPM: (x0 of the previous step, its lambda)
-    iterator: Sequence[int] | Any = range(steps)
-    if progress:
-        from tqdm.auto import tqdm
-
-        iterator = tqdm(iterator, desc="sampling", leave=False)
     with ctx:
-        for k in iterator:
+        for k in range(steps):
             s, s_next = float(sigmas[k]), float(sigmas[k + 1])
             if s == s_next:  # zero-length step: no transformer pass, nothing moves
                 latents.append(x)

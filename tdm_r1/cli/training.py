@@ -74,7 +74,10 @@ def run_training(
 
     run = Trainer(cfg).fit()
     typer.echo(f"run folder: {run}")
-    typer.echo(f"final model: {run / 'final' / 'preset.json'} (registered as {cfg.register_as or cfg.name})")
+    name = cfg.register_as or cfg.name
+    typer.echo(
+        f"final model: {run / 'final' / 'preset.json'} ({name}: tdmbench eval --model {run / 'final'})"
+    )
 
 
 def _run_flags(

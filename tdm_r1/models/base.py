@@ -294,7 +294,7 @@ def register_preset(preset: ModelPreset) -> ModelPreset:
     return register_model(preset.name)(preset)
 
 
-def register_lora_preset(
+def lora_preset(
     name: str,
     base: str | ModelPreset,
     lora_path: str | Path,
@@ -304,14 +304,15 @@ def register_lora_preset(
     sources: str = "",
     **changes: Any,
 ) -> ModelPreset:
-    """Register a run's model: ``base`` (name or preset) + a saved LoRA (``FlowAdapter.save_role`` folder).
+    """A run's model: ``base`` (name or preset) + a saved LoRA (``FlowAdapter.save_role`` folder).
 
-    ``changes`` override sampling fields (steps, guidance, ...). Returns the registered preset.
+    ``changes`` override sampling fields (steps, guidance, ...). Nothing is registered: a run's
+    model is found by its folder (``runs/<name>/final``) or by :func:`register_lora_preset`.
     """
     from tdm_r1.registry import MODELS
 
     base_preset = MODELS.get(base) if isinstance(base, str) else base
-    preset = base_preset.with_overrides(
+    return base_preset.with_overrides(
         name=name,
         lora=str(Path(lora_path).expanduser().resolve()),
         lora_format=lora_format,
@@ -319,7 +320,13 @@ def register_lora_preset(
         sources=sources or f"{base_preset.name} + LoRA {lora_path}",
         **changes,
     )
-    return register_preset(preset)
+
+
+def register_lora_preset(
+    name: str, base: str | ModelPreset, lora_path: str | Path, **kwargs: Any
+) -> ModelPreset:
+    """:func:`lora_preset`, registered under ``name`` (returns the registered preset)."""
+    return register_preset(lora_preset(name, base, lora_path, **kwargs))
 
 
 def save_preset_file(preset: ModelPreset, path: str | Path) -> Path:

@@ -13,12 +13,12 @@ if TYPE_CHECKING:
 
 def export_generator(trainer: Trainer, directory: Path) -> Path:
     """Save the EMA generator (peft LoRA folder) and a ``preset.json`` next to it; returns ``directory``."""
-    from tdm_r1.models.base import register_lora_preset, save_preset_file
+    from tdm_r1.models.base import lora_preset, save_preset_file
 
     cfg, base = trainer.cfg, trainer.preset
     with trainer.ema.swapped():
         lora_dir = trainer.adapter.save_role(GEN, directory / "lora")
-    preset = register_lora_preset(
+    preset = lora_preset(
         cfg.register_as or cfg.name,
         base,
         lora_dir,
