@@ -152,6 +152,10 @@ class Registry(Generic[T]):
         self._entries[canonical] = entry
         return entry
 
+    def meta(self, name: str) -> dict[str, Any]:
+        """The metadata of ``name``'s entry, without importing a lazy target."""
+        return self._entries[self.canonical(name)].meta
+
     def names(self) -> list[str]:
         """Every registered name, sorted; imports no lazy target."""
         self._ensure_loaded()

@@ -39,7 +39,7 @@ def test_families_resolve_lazily_to_adapter_classes() -> None:
         preset = ModelPreset(name="p", family="sd3-plugin", hub_id="a/b", sampling=SamplingSpec(steps=2))
         assert preset.family == "sd3-plugin"
     finally:
-        del FAMILIES._entries["sd3-plugin"], FAMILIES._alias["sd3-plugin"]
+        FAMILIES.remove("sd3-plugin")
     with pytest.raises(ConfigError, match="unknown family 'sd3-plugin'; valid: sd3, z-image"):
         ModelPreset(name="p", family="sd3-plugin", hub_id="a/b", sampling=SamplingSpec(steps=2))
 

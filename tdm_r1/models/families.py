@@ -7,7 +7,6 @@ model of that family loads. Register a new family with :func:`register_family` (
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +17,10 @@ from tdm_r1.registry import Registry
 if TYPE_CHECKING:
     import torch
 
-#: family name -> ``"module:Class"`` of its adapter (the entry holds the target string;
-#: :func:`adapter_class` imports it). Entry meta: ``pipeline`` (the diffusers ``model_index.json``
+#: family name -> its adapter class, registered as a lazy ``"module:Class"`` target (imported on
+#: the first :func:`adapter_class`). Entry meta: ``pipeline`` (the diffusers ``model_index.json``
 #: class name) and ``folder_sampling`` (sampling defaults of a bare pipeline folder).
-FAMILIES: Registry[str] = Registry("model family")
+FAMILIES: Registry[type] = Registry("model family")
 
 
 def register_family(
@@ -36,21 +35,21 @@ def register_family(
     """
     if target.count(":") != 1:
         raise ConfigError(f"family {family!r}: target must be 'module:Class', got {target!r}")
-    FAMILIES.add(family, target, pipeline=pipeline, folder_sampling=folder_sampling)
+    FAMILIES.add_lazy(family, target, pipeline=pipeline, folder_sampling=folder_sampling)
 
 
 def adapter_class(family: str) -> type:
     """The adapter class of ``family`` (imports its module)."""
-    module_name, _, cls_name = FAMILIES.get(family).partition(":")
-    return getattr(importlib.import_module(module_name), cls_name)
+    return FAMILIES.get(family)
 
 
 def family_of_pipeline(pipeline: str) -> tuple[str, SamplingSpec]:
     """``(family, folder sampling defaults)`` of a diffusers pipeline class name."""
-    for entry in FAMILIES.entries():
-        if entry.meta.get("pipeline") == pipeline:
-            return entry.name, entry.meta["folder_sampling"]
-    supported = [e.meta["pipeline"] for e in FAMILIES.entries() if e.meta.get("pipeline")]
+    for name in FAMILIES.names():
+        meta = FAMILIES.meta(name)
+        if meta.get("pipeline") == pipeline:
+            return name, meta["folder_sampling"]
+    supported = [p for p in (FAMILIES.meta(n).get("pipeline") for n in FAMILIES.names()) if p]
     raise ConfigError(f"pipeline class {pipeline!r} is not supported; supported: {', '.join(supported)}")
 
 

@@ -231,4 +231,21 @@ for _reward, _suffix in (("geneval", ""), ("ocr", ""), ("geneval", "-nosur"), ("
             ),
         )
     )
+# TDM-R1 from binary likes (issue 15): a simulated rater (likes-sim) likes an image when toy
+# GenEval judges it correct, each answer flipped with probability `noise`; one label per image
+for _noise, _labels, _epochs in (("00", 6400, 100), ("10", 6400, 100), ("25", 12800, 200)):
+    register_preset(
+        TOY_4STEP.with_overrides(
+            name=f"toy-4step-r1-likes-n{_noise}",
+            kind="rl",
+            lora=str(TOY_WEIGHTS / f"toy-4step-r1-likes-n{_noise}"),
+            options=dict(TOY_OPTIONS),
+            few_step_base="toy-4step",
+            in_domain=("geneval",),  # the rater's likes are toy GenEval correctness
+            sources=(
+                f"TDM-R1 on toy-4step from {_labels:,} binary likes ({_epochs} epochs), likes-sim rater over "
+                f"toy GenEval correct with {int(_noise)}% label noise (tdmbench train --config toy-likes-sim)"
+            ),
+        )
+    )
 # <<< end of the toy-world presets
