@@ -34,7 +34,23 @@ def committed_pairs(results: Path, models: list[str] | None, benchmarks: list[st
                 continue
             if models is None or csv.stem in models:
                 pairs.append((csv.stem, bench))
+    if models is not None:  # in the order asked for (the first ones finish first)
+        pairs.sort(key=lambda p: models.index(p[0]))
     return pairs
+
+
+def write_table(rows: list[tuple], args: argparse.Namespace, *, done: int, total: int) -> pd.DataFrame:
+    """Write the comparison so far to ``args.out``; returns the rows that differ."""
+    table = pd.DataFrame(rows, columns=["model", "benchmark", "metric", "committed", "rerun", "abs_diff"])
+    bad = table[~(table["abs_diff"] <= args.tolerance)]
+    head = (
+        f"# Reproduction of the committed results\n\n`python scripts/reproduce.py` on "
+        f"{dt.date.today()}, torch {torch.__version__}, {torch.get_num_threads()} threads, empty cache: "
+        f"{done} of {total} (model, benchmark) pairs re-evaluated.\n"
+        f"{len(table)} means compared, {len(bad)} differ by more than {args.tolerance:g}.\n\n"
+    )
+    args.out.write_text(head + table.to_markdown(index=False, floatfmt=".6f") + "\n")
+    return bad
 
 
 def main() -> int:
@@ -51,29 +67,22 @@ def main() -> int:
     if not pairs:
         print("nothing to reproduce: no committed results for that selection", file=sys.stderr)
         return 2
-    rows = []
+    rows: list[tuple] = []
     with tempfile.TemporaryDirectory(prefix="tdmbench-repro-") as tmp:
         env = dict(os.environ, TDMBENCH_CACHE=str(Path(tmp) / "cache"), HF_HUB_OFFLINE="1")
-        for model, bench in pairs:
+        for k, (model, bench) in enumerate(pairs, start=1):
             tdmbench = str(Path(sys.executable).parent / "tdmbench")
             cmd = [tdmbench, "eval", "--model", model, "--benchmark", bench]
             cmd += ["--results-dir", str(Path(tmp) / "results"), "--device", "cpu"]
-            print("$", " ".join(cmd), flush=True)
+            print(f"[{k}/{len(pairs)}] $", " ".join(cmd), flush=True)
             subprocess.run(cmd, check=True, env=env, cwd=REPO)
             old = pd.read_csv(args.results / bench / f"{model}.csv").set_index("metric")["mean"]
             new = pd.read_csv(Path(tmp) / "results" / bench / f"{model}.csv").set_index("metric")["mean"]
             for metric in old.index:
                 diff = abs(float(new.get(metric, float("nan"))) - float(old[metric]))
                 rows.append((model, bench, metric, float(old[metric]), float(new.get(metric)), diff))
-    table = pd.DataFrame(rows, columns=["model", "benchmark", "metric", "committed", "rerun", "abs_diff"])
-    bad = table[~(table["abs_diff"] <= args.tolerance)]
-    head = (
-        f"# Reproduction of the committed results\n\n`python scripts/reproduce.py` on "
-        f"{dt.date.today()}, torch {torch.__version__}, {torch.get_num_threads()} threads, empty cache.\n"
-        f"{len(table)} means compared, {len(bad)} differ by more than {args.tolerance:g}.\n\n"
-    )
-    args.out.write_text(head + table.to_markdown(index=False, floatfmt=".6f") + "\n")
-    print(head + (bad.to_string(index=False) if len(bad) else "all means reproduced"))
+            bad = write_table(rows, args, done=k, total=len(pairs))  # after each pair: nothing is lost
+    print("all means reproduced" if not len(bad) else bad.to_string(index=False))
     return 1 if len(bad) else 0
 
 
