@@ -105,6 +105,7 @@ class KitPreset:
     in_domain: list[str] | None = None
     benchmarks: tuple[str, ...] = ("kit-geneval", "kit-bright")
     fail_after: int | None = None
+    sources: str = ""
 
     def describe(self) -> dict[str, Any]:
         return {"nfe": self.nfe, "kind": self.kind}
@@ -206,6 +207,7 @@ MODEL_PRESETS = (
         few_step_base="kit-4step",
         baseline="kit-base",
         in_domain=["kit-geneval"],
+        sources="kit RL run on kit-4step (bright images liked)",
     ),
 )
 

@@ -99,6 +99,11 @@ def test_deltas_arrows_and_in_domain_marks(results: Path) -> None:
         "| kit-r1 | kit-4step | few-step base |" in md and "| kit-r1 | kit-base | multi-step baseline |" in md
     )
     assert "(secondary source)" in md
+    # how each measured RL row was trained (its preset's sources: reward, run, budget)
+    from tdm_r1.registry import MODELS
+
+    how = MODELS.get("kit-r1").sources
+    assert how and f"- kit-r1: {how}" in md.split("## How the measured RL models were trained")[1]
 
 
 def test_cli_leaderboard_writes_tables_and_figures(results: Path) -> None:

@@ -58,6 +58,20 @@ def verdict(significant: Any, delta: float, higher_is_better: bool, reason: str 
     return "**significantly better**" if (delta > 0) == higher_is_better else "**significantly worse**"
 
 
+def training_notes(lb: Leaderboard) -> list[tuple[str, str]]:
+    """(model, how it was trained) for the measured RL rows whose preset is registered: the
+    reward, the run and its budget (e.g. the number of binary likes) from the preset's ``sources``."""
+    from tdm_r1.registry import MODELS
+
+    out = []
+    for name in sorted(set(lb.table.loc[lb.table["kind"] == "measured", "model"])):
+        preset = MODELS.get(name) if name in MODELS else None
+        how = getattr(preset, "sources", "")  # a runner-only preset may not say
+        if preset is not None and preset.kind == "rl" and how:
+            out.append((name, how))
+    return out
+
+
 def to_markdown(lb: Leaderboard) -> str:
     """One table per benchmark (entries with a number there), delta tables, sources."""
     source_ids = {s: i + 1 for i, s in enumerate(lb.sources)}
@@ -125,6 +139,10 @@ def to_markdown(lb: Leaderboard) -> str:
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
+    trained = training_notes(lb)
+    if trained:
+        lines += ["## How the measured RL models were trained", ""]
+        lines += [f"- {name}: {how}" for name, how in trained] + [""]
     if lb.sources:
         lines += ["## Sources of reported numbers", ""]
         for s, i in source_ids.items():
