@@ -189,6 +189,52 @@ def test_unknown_method_name_fails_at_setup(registered, tmp_path: Path) -> None:
         Trainer(_config(tmp_path, "flow-grpoo")).setup()
 
 
+def _errors(t, ro, cond, sigma: float) -> torch.Tensor:
+    """(n,) generator denoising errors of the final samples at one fixed noise and level."""
+    from tdm_r1.seeds import rows_randn
+
+    x0 = ro.latents[:, -1]
+    eps = rows_randn(list(range(100, 100 + len(x0))), tuple(x0.shape[1:]))
+    x_t = (1 - sigma) * x0 + sigma * eps
+    with torch.no_grad():
+        v = t.adapter.velocity(x_t, torch.full((len(x0),), sigma), cond, role="generator").float()
+    return ((v - (eps - x0)) ** 2).flatten(1).mean(1)
+
+
+@pytest.mark.parametrize("method", RL)
+def test_one_update_favours_the_high_reward_samples(registered, tmp_path: Path, method: str) -> None:
+    """After one update (no KL), the better samples gained likelihood: Flow-GRPO's stored transitions
+    of positive advantage are more likely, NFT's and DGPO's denoising errors fall where A > 0."""
+    from tdm_r1.train.methods.base import Batch
+    from tdm_r1.train.trainer import Trainer
+
+    kl_off = {"flow-grpo": {"flow_grpo": {"beta_kl": 0.0, "clip_range": 1.0}}, "diffusionnft": {"diffusionnft": {"kl_beta": 0.0}}}
+    kl_off["dgpo"] = {"dgpo": {"kl_beta": 0.0, "clip_range": 1.0}}
+    t = Trainer(_config(tmp_path, method, method={"micro_batch": 8, **kl_off[method]}, optim={"lr": 1e-3}))
+    t.setup()
+    ro = t.rollout(t.plan(0))
+    adv, _ = t.advantages(ro)
+    assert adv.abs().sum() > 0
+    cond = t.adapter.encode_prompts(ro.prompts)
+    batch = Batch(0, 0, slice(0, 8), ro.index, ro.group, ro.latents, adv, cond)
+    sigma = float(t.sigmas[1])
+    if method == "flow-grpo":
+        before = ro.log_probs[:, :3]
+    else:
+        before = _errors(t, ro, cond, sigma)
+    t.method.begin_epoch(ro, adv)
+    t.method.train_micro(batch)
+    t._step("generator")
+    if method == "flow-grpo":
+        with torch.no_grad():
+            after = torch.stack([t.method.step_log_prob(batch, k)[0] for k in range(3)], dim=1)
+        gain = (adv[:, None] * (after - before)).sum()
+        assert gain > 0, float(gain)
+    else:
+        change = (adv * (_errors(t, ro, cond, sigma) - before)).sum()
+        assert change < 0, float(change)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("method", RL)
 def test_reward_goes_up(registered, tmp_path: Path, method: str) -> None:

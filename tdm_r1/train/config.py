@@ -424,8 +424,11 @@ def dry_run(cfg: TrainConfig, world_size: int) -> str:
     from tdm_r1.models.base import resolve_model
     from tdm_r1.registry import REWARDS
 
+    from tdm_r1.registry import METHODS
+
     check_world(cfg, world_size)
     model = resolve_model(cfg.model.name)
+    METHODS.get(cfg.method_name).check(cfg, model)
     teacher = resolve_model(cfg.model.teacher).name if cfg.model.teacher else "the model's base"
     rewards = {REWARDS.canonical(name): w for name, w in cfg.rewards.items()}
     unknown = sorted(set(cfg.reward_options) - set(cfg.rewards) - set(rewards))
@@ -437,7 +440,7 @@ def dry_run(cfg: TrainConfig, world_size: int) -> str:
     what = ", ".join(f"{k}={v:g}" for k, v in rewards.items()) or "none (TDM distillation)"
     data = f"toy grammar {cfg.data.toy_tasks}" if cfg.data.source == "toy" else f"file {cfg.data.path}"
     return (
-        f"config OK ({cfg.name}): {cfg.rollout.prompts_per_epoch} prompts x {cfg.rollout.group_size} images = "
+        f"config OK ({cfg.name}, method {cfg.method_name}): {cfg.rollout.prompts_per_epoch} prompts x {cfg.rollout.group_size} images = "
         f"{n} samples per epoch, {n // mb} micro-batches of {mb} ({mb // world_size} per process x "
         f"{world_size}); generator {model.name}, teacher {teacher}; rewards {what}; prompts: {data}; "
         f"run folder {cfg.run_dir()}"
