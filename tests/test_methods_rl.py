@@ -33,7 +33,9 @@ def _config(tmp: Path, name: str, **changes: Any) -> Any:
 
 
 def _snapshot(trainer) -> dict[str, list[torch.Tensor]]:
-    return {r: [p.detach().clone() for p in trainer.adapter.role_parameters(r)] for r in trainer.adapter.roles}
+    return {
+        r: [p.detach().clone() for p in trainer.adapter.role_parameters(r)] for r in trainer.adapter.roles
+    }
 
 
 def _moved(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
@@ -47,10 +49,20 @@ def cfg_preset(registered):
     from tdm_r1.registry import MODELS
 
     added = []
-    for name, changes in {"tiny-cfg": {"kind": "base", "guidance": 2.0}, "tiny-dpm": {"solver": "dpmsolver++"}}.items():
+    for name, changes in {
+        "tiny-cfg": {"kind": "base", "guidance": 2.0},
+        "tiny-dpm": {"solver": "dpmsolver++"},
+    }.items():
         base = dict(
-            family="sd3", hub_id=str(registered), steps=2, guidance=1.0, shift=1.0, height=32, width=32,
-            kind="distilled", dtype="float32",
+            family="sd3",
+            hub_id=str(registered),
+            steps=2,
+            guidance=1.0,
+            shift=1.0,
+            height=32,
+            width=32,
+            kind="distilled",
+            dtype="float32",
         )
         register_preset(ModelPreset(name=name, **(base | changes)))
         added.append(name)
@@ -85,7 +97,9 @@ def test_one_epoch_moves_the_generator_and_nothing_frozen(registered, tmp_path: 
         if "lora_" not in n:
             assert torch.equal(p, base[n]), f"frozen base weight {n} changed"
     if "old" in expected:  # the sampling / clip copy follows the generator, lagging behind it
-        assert 0 < _moved(after["old"], before["old"]) <= _moved(after["generator"], before["generator"]) + 1e-6
+        assert (
+            0 < _moved(after["old"], before["old"]) <= _moved(after["generator"], before["generator"]) + 1e-6
+        )
     assert math.isfinite(metrics["reward_mean"]) and math.isfinite(metrics["gen_loss"])
     assert all(math.isfinite(v) for v in metrics.values() if isinstance(v, float)), metrics
     assert t.updates["generator"] == 2  # 8 samples, micro-batches of 4, grad_accum 1
@@ -100,8 +114,19 @@ def test_flow_grpo_on_policy_ratio_is_one(registered, tmp_path: Path) -> None:
     t.setup()
     ro = t.rollout(t.plan(0))
     assert ro.log_probs is not None and ro.log_probs.shape == (8, 4)
-    assert torch.isfinite(ro.log_probs[:, :3]).all() and torch.isnan(ro.log_probs[:, 3]).all()  # last step ODE
-    batch = Batch(0, 0, slice(0, 8), ro.index, ro.group, ro.latents, torch.zeros(8), t.adapter.encode_prompts(ro.prompts))
+    assert (
+        torch.isfinite(ro.log_probs[:, :3]).all() and torch.isnan(ro.log_probs[:, 3]).all()
+    )  # last step ODE
+    batch = Batch(
+        0,
+        0,
+        slice(0, 8),
+        ro.index,
+        ro.group,
+        ro.latents,
+        torch.zeros(8),
+        t.adapter.encode_prompts(ro.prompts),
+    )
     for k in range(3):
         with torch.no_grad():
             lp, _ = t.method.step_log_prob(batch, k)
@@ -113,8 +138,17 @@ def test_flow_grpo_on_policy_ratio_is_one(registered, tmp_path: Path) -> None:
 
     x = ro.latents[:, 1]
     with torch.no_grad():
-        v = guided_velocity(t.adapter, x, torch.full((8,), float(t.model_sigmas[1])), batch.cond, role="generator", guidance=1.0)
-    mean, std, _ = flow_sde_mean_std(x, float(t.sigmas[1]), float(t.sigmas[2]), v, 0.7, sigma_max=float(t.sigmas[1]))
+        v = guided_velocity(
+            t.adapter,
+            x,
+            torch.full((8,), float(t.model_sigmas[1])),
+            batch.cond,
+            role="generator",
+            guidance=1.0,
+        )
+    mean, std, _ = flow_sde_mean_std(
+        x, float(t.sigmas[1]), float(t.sigmas[2]), v, 0.7, sigma_max=float(t.sigmas[1])
+    )
     eps = rows_randn(t.row_seeds(Stream.SDE, (1,), ro.index.tolist()), tuple(x.shape[1:]))
     torch.testing.assert_close(ro.latents[:, 2], mean + std * eps, rtol=0, atol=1e-5)
     # different samples of a group got different noise (the group is not collapsed)
@@ -129,7 +163,16 @@ def test_flow_grpo_with_cfg_trains_the_guided_step(cfg_preset, tmp_path: Path) -
     t.setup()
     assert t.method.rollout_guidance == 2.0
     ro = t.rollout(t.plan(0))
-    batch = Batch(0, 0, slice(0, 8), ro.index, ro.group, ro.latents, torch.zeros(8), t.adapter.encode_prompts(ro.prompts))
+    batch = Batch(
+        0,
+        0,
+        slice(0, 8),
+        ro.index,
+        ro.group,
+        ro.latents,
+        torch.zeros(8),
+        t.adapter.encode_prompts(ro.prompts),
+    )
     with torch.no_grad():
         lp, _ = t.method.step_log_prob(batch, 0)
     torch.testing.assert_close(lp, ro.log_probs[:, 0], rtol=0, atol=1e-6)
@@ -156,7 +199,11 @@ def test_reward_methods_need_a_reward_and_distill_none(registered, tmp_path: Pat
         ("dgpo", {"method": {"dgpo": {"ref_guidance": 4.5}}}, "no trained unconditional branch"),
         ("dgpo", {"method": {"micro_batch": 2}, "optim": {"grad_accum": 0}}, "whole groups"),
         ("dgpo", {"method": {"dgpo": {"num_train_timesteps": 5}}}, "num_train_timesteps"),
-        ("flow-grpo", {"method": {"flow_grpo": {"sde_window": 3, "sde_window_range": [2, 4]}}}, "does not fit"),
+        (
+            "flow-grpo",
+            {"method": {"flow_grpo": {"sde_window": 3, "sde_window_range": [2, 4]}}},
+            "does not fit",
+        ),
         ("flow-grpo", {"method": {"flow_grpo": {"sde": "dance"}}}, "sde must be"),
         ("diffusionnft", {"method": {"diffusionnft": {"beta": 0.0}}}, "beta must be > 0"),
     ],
@@ -176,7 +223,11 @@ def test_a_too_short_sde_step_fails_before_the_rollout(registered, tmp_path: Pat
     """The model's own 2-step flowmatch grid ends with a 0.001 -> 0 step: full Flow-GRPO must not train it."""
     from tdm_r1.train.trainer import Trainer
 
-    t = Trainer(_config(tmp_path, "flow-grpo", method={"flow_grpo": {"rollout_steps": None, "timestep_fraction": 1.0}}))
+    t = Trainer(
+        _config(
+            tmp_path, "flow-grpo", method={"flow_grpo": {"rollout_steps": None, "timestep_fraction": 1.0}}
+        )
+    )
     with pytest.raises(ConfigError, match="shorter than method.min_step"):
         t.setup()
 
@@ -208,7 +259,10 @@ def test_one_update_favours_the_high_reward_samples(registered, tmp_path: Path, 
     from tdm_r1.train.methods.base import Batch
     from tdm_r1.train.trainer import Trainer
 
-    kl_off = {"flow-grpo": {"flow_grpo": {"beta_kl": 0.0, "clip_range": 1.0}}, "diffusionnft": {"diffusionnft": {"kl_beta": 0.0}}}
+    kl_off = {
+        "flow-grpo": {"flow_grpo": {"beta_kl": 0.0, "clip_range": 1.0}},
+        "diffusionnft": {"diffusionnft": {"kl_beta": 0.0}},
+    }
     kl_off["dgpo"] = {"dgpo": {"kl_beta": 0.0, "clip_range": 1.0}}
     t = Trainer(_config(tmp_path, method, method={"micro_batch": 8, **kl_off[method]}, optim={"lr": 1e-3}))
     t.setup()
@@ -241,7 +295,11 @@ def test_reward_goes_up(registered, tmp_path: Path, method: str) -> None:
     """A few epochs on the brightness reward make the generator's samples brighter."""
     from tdm_r1.train.trainer import Trainer
 
-    extra = {"flow-grpo": {"flow_grpo": {"beta_kl": 0.0}}, "diffusionnft": {}, "dgpo": {"dgpo": {"kl_beta": 0.0}}}
+    extra = {
+        "flow-grpo": {"flow_grpo": {"beta_kl": 0.0}},
+        "diffusionnft": {},
+        "dgpo": {"dgpo": {"kl_beta": 0.0}},
+    }
     t = Trainer(_config(tmp_path, method, method=extra[method], max_epochs=8, checkpoint_every=0))
     t.setup()
     rewards = [t.train_epoch()["reward_mean"] for _ in range(8)]

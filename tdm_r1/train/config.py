@@ -422,9 +422,7 @@ def dry_run(cfg: TrainConfig, world_size: int) -> str:
     ``world_size`` processes, the generator / teacher names, the reward names and the prompts
     source. Returns a short summary; raises :class:`ConfigError` / ``UnknownNameError``."""
     from tdm_r1.models.base import resolve_model
-    from tdm_r1.registry import REWARDS
-
-    from tdm_r1.registry import METHODS
+    from tdm_r1.registry import METHODS, REWARDS
 
     check_world(cfg, world_size)
     model = resolve_model(cfg.model.name)

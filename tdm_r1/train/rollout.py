@@ -124,12 +124,26 @@ def run_rollout(
             if sde is None:
                 uncond = adapter.null_conditioning(len(cond)) if guidance != 1.0 else None
                 traj = sample(
-                    adapter, cond, noise, schedule, guidance=guidance, uncond=uncond, role=role, return_x0=False
+                    adapter,
+                    cond,
+                    noise,
+                    schedule,
+                    guidance=guidance,
+                    uncond=uncond,
+                    role=role,
+                    return_x0=False,
                 )
                 lats = traj.latents
             else:
                 lats, lps = sde_rollout(
-                    adapter, cond, noise, schedule, sde, index[s : s + batch_size], role=role, guidance=guidance
+                    adapter,
+                    cond,
+                    noise,
+                    schedule,
+                    sde,
+                    index[s : s + batch_size],
+                    role=role,
+                    guidance=guidance,
                 )
                 lp_chunks.append(lps.cpu())
             lat_chunks.append(lats.cpu())

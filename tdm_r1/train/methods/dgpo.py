@@ -99,7 +99,9 @@ class Dgpo(TrainingMethod):
         for j in self._js:
             s = common.full(loop, n, loop.sigmas[j])
             s_model = common.full(loop, n, loop.model_sigmas[j])
-            eps = rows_randn(loop.row_seeds(Stream.DGPO_EPS, (j,), groups), tuple(x0.shape[1:])).to(loop.device)
+            eps = rows_randn(loop.row_seeds(Stream.DGPO_EPS, (j,), groups), tuple(x0.shape[1:])).to(
+                loop.device
+            )
             sv = s.view(n, 1, 1, 1)
             x_t = (1 - sv) * x0 + sv * eps
             target = eps - x0

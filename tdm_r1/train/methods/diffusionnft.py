@@ -40,7 +40,9 @@ class DiffusionNft(TrainingMethod):
     def check(cls, cfg: Any, preset: Any) -> None:
         o = cfg.method.diffusionnft
         if o.beta <= 0 or o.kl_beta < 0:
-            raise ConfigError(f"{NAME}: method.diffusionnft.beta must be > 0 and kl_beta >= 0, got {o.beta}, {o.kl_beta}")
+            raise ConfigError(
+                f"{NAME}: method.diffusionnft.beta must be > 0 and kl_beta >= 0, got {o.beta}, {o.kl_beta}"
+            )
         if o.decay_type not in (1, 2):
             raise ConfigError(f"{NAME}: method.diffusionnft.decay_type must be 1 or 2, got {o.decay_type}")
         common.check_rollout_steps(NAME, o.rollout_steps)
@@ -82,7 +84,10 @@ class DiffusionNft(TrainingMethod):
         x0 = batch.latents[:, -1].to(loop.device)
         n = x0.shape[0]
         perms = torch.stack(
-            [torch.randperm(len(self.levels), generator=generator(s)) for s in loop.row_seeds(Stream.NFT_T, (), keys)]
+            [
+                torch.randperm(len(self.levels), generator=generator(s))
+                for s in loop.row_seeds(Stream.NFT_T, (), keys)
+            ]
         )
         levels = torch.tensor(self.levels)
         r = optimality_probability(batch.adv, self.cfg.method.adv_clip).to(loop.device)
@@ -99,7 +104,16 @@ class DiffusionNft(TrainingMethod):
                 v_ref = a.velocity(x_t, s_model, batch.cond, role=self.ref).float() if o.kl_beta else None
             v = a.velocity(x_t, s_model, batch.cond, role=GEN).float()
             out = diffusionnft_loss(
-                v, v_old, x_t, sigma, x0, r, beta=o.beta, adv_clip=self.cfg.method.adv_clip, v_ref=v_ref, kl_beta=o.kl_beta
+                v,
+                v_old,
+                x_t,
+                sigma,
+                x0,
+                r,
+                beta=o.beta,
+                adv_clip=self.cfg.method.adv_clip,
+                v_ref=v_ref,
+                kl_beta=o.kl_beta,
             )
             loop.backward(out.loss, GEN)
             rec = {

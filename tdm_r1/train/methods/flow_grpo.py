@@ -52,7 +52,9 @@ class FlowGrpo(TrainingMethod):
     def check(cls, cfg: Any, preset: Any) -> None:
         o = cfg.method.flow_grpo
         if o.sde not in SDE_KINDS:
-            raise ConfigError(f"{NAME}: method.flow_grpo.sde must be one of {', '.join(SDE_KINDS)}, got {o.sde!r}")
+            raise ConfigError(
+                f"{NAME}: method.flow_grpo.sde must be one of {', '.join(SDE_KINDS)}, got {o.sde!r}"
+            )
         if o.noise_level <= 0 or o.clip_range <= 0 or o.beta_kl < 0:
             raise ConfigError(
                 f"{NAME}: noise_level and clip_range must be > 0 and beta_kl >= 0, got "
@@ -69,12 +71,16 @@ class FlowGrpo(TrainingMethod):
         common.check_fraction(NAME, "method.flow_grpo.timestep_fraction", o.timestep_fraction)
         steps = o.rollout_steps or cfg.model.steps or preset.steps
         if o.sde_window < 0:
-            raise ConfigError(f"{NAME}: method.flow_grpo.sde_window must be >= 0 (0 = full), got {o.sde_window}")
+            raise ConfigError(
+                f"{NAME}: method.flow_grpo.sde_window must be >= 0 (0 = full), got {o.sde_window}"
+            )
         if o.sde_window:
-            lo, hi = _window_range(o, steps)
             if o.sde_window_range is not None and len(o.sde_window_range) != 2:
-                raise ConfigError(f"{NAME}: method.flow_grpo.sde_window_range must be [lo, hi], got {o.sde_window_range}")
-            if not (0 <= lo and hi <= steps and hi - lo >= o.sde_window):
+                raise ConfigError(
+                    f"{NAME}: method.flow_grpo.sde_window_range must be [lo, hi], got {o.sde_window_range}"
+                )
+            lo, hi = _window_range(o, steps)
+            if not (lo >= 0 and hi <= steps and hi - lo >= o.sde_window):
                 raise ConfigError(
                     f"{NAME}: an SDE window of {o.sde_window} steps does not fit in steps [{lo}, {hi}) of the "
                     f"{steps}-step rollout; change method.flow_grpo.sde_window or sde_window_range"
