@@ -354,3 +354,27 @@ def test_reward_goes_up(registered, tmp_path: Path, method: str) -> None:
     t.setup()
     rewards = [t.train_epoch()["reward_mean"] for _ in range(8)]
     assert sum(rewards[-2:]) / 2 > sum(rewards[:2]) / 2, rewards
+
+
+@pytest.mark.parametrize("method", RL)
+def test_resume_continues_as_if_uninterrupted(registered, tmp_path: Path, method: str) -> None:
+    """2 epochs in one go == 1 epoch, a checkpoint, a new process state, 1 more epoch (all roles)."""
+    from tdm_r1.train.trainer import Trainer
+
+    straight = Trainer(_config(tmp_path / "a", method))
+    straight.setup()
+    for _ in range(2):
+        straight.train_epoch()
+    first = Trainer(_config(tmp_path / "b", method))
+    first.setup()
+    first.train_epoch()
+    first.save_checkpoint()
+    resumed = Trainer(_config(tmp_path / "b", method))
+    resumed.setup()
+    assert resumed.epoch == 1
+    resumed.train_epoch()
+    for role in straight.adapter.roles:
+        for x, y in zip(
+            straight.adapter.role_parameters(role), resumed.adapter.role_parameters(role), strict=True
+        ):
+            torch.testing.assert_close(x, y, rtol=0, atol=1e-6)
