@@ -259,4 +259,12 @@ def register_benchmark(name: str, *, aliases: tuple[str, ...] | list[str] = (), 
 
 
 #: Training methods (``tdm_r1.train.methods``), keyed by method name.
-METHODS: Registry[Any] = Registry("method", builtins=("tdm_r1.train.methods.tdm_r1",))
+METHODS: Registry[Any] = Registry(
+    "method",
+    builtins=(
+        "tdm_r1.train.methods.tdm_r1",
+        "tdm_r1.train.methods.flow_grpo",
+        "tdm_r1.train.methods.diffusionnft",
+        "tdm_r1.train.methods.dgpo",
+    ),
+)

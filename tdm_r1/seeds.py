@@ -29,6 +29,12 @@ class Stream(StrEnum):
     SUR_EPS = "sur-eps"  # the surrogate's query noise, per group
     RL_TAU = "rl-tau"  # the generator's reward query noise level, per group
     RL_EPS = "rl-eps"  # the generator's reward query noise, per group
+    SDE = "sde"  # an SDE rollout's step noise, per (step, global sample)
+    SDE_WINDOW = "sde-window"  # Flow-GRPO-Fast's SDE window start, per epoch
+    NFT_T = "nft-t"  # DiffusionNFT's training noise levels (grid permutation), per sample
+    NFT_EPS = "nft-eps"  # DiffusionNFT's training noise, per (level slot, sample)
+    DGPO_T = "dgpo-t"  # DGPO's training grid indices, per epoch
+    DGPO_EPS = "dgpo-eps"  # DGPO's training noise, per (grid index, group)
 
 
 def derive_seed(base_seed: int, *keys: int | str) -> int:

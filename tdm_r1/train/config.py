@@ -64,7 +64,74 @@ class RolloutConfig:
 
 
 @dataclass
+class FlowGrpoOptions:
+    """``method.name=flow-grpo`` (``rl-methods.md`` section 2; defaults: the SD3.5-M GenEval/OCR recipe)."""
+
+    #: SDE rollout steps ("denoising reduction": 10 on a 40-step model); None = the model's steps.
+    #: The exported model keeps the model's own inference steps.
+    rollout_steps: int | None = None
+    #: The SDE: "flow" (Flow-GRPO's, a = noise_level) or "cps" (Flow-GRPO-Fast's).
+    sde: str = "flow"
+    noise_level: float = 0.7
+    #: Clip of the per-element-mean likelihood ratio (1e-4; 1e-5 with CPS / Fast).
+    clip_range: float = 1e-4
+    #: KL to the starting model (0.04 GenEval/OCR, 0.01 PickScore; 0 in the Fast presets).
+    beta_kl: float = 0.04
+    #: Full Flow-GRPO trains the first int(rollout_steps * timestep_fraction) steps (9 of 10).
+    timestep_fraction: float = 0.99
+    #: Flow-GRPO-Fast: SDE (and training) on this many consecutive steps, the rest ODE (0 = full).
+    sde_window: int = 0
+    #: Fast: the window lies in steps [lo, hi) (None = all rollout steps).
+    sde_window_range: list[int] | None = None
+    #: CFG scale in rollout and training (the guided step is the policy); None = the model's.
+    guidance: float | None = None
+
+
+@dataclass
+class DiffusionNftOptions:
+    """``method.name=diffusionnft`` (``rl-methods.md`` section 3; defaults: the SD3.5-M GenEval recipe)."""
+
+    #: ODE rollout steps of the "old" sampling policy (10 in the public recipe); None = the model's.
+    rollout_steps: int | None = None
+    #: NFT's trust-region beta (1.0 GenEval; 0.1 OCR).
+    beta: float = 1.0
+    #: KL to the starting model (train.beta = 1e-4).
+    kl_beta: float = 1e-4
+    #: Old-policy soft-update schedule after each epoch: 1 (default) or 2 (OCR).
+    decay_type: int = 1
+    #: Each sample trains on int(K * timestep_fraction) of the rollout grid's sigmas (9 of 10).
+    timestep_fraction: float = 0.99
+
+
+@dataclass
+class DgpoOptions:
+    """``method.name=dgpo`` (``rl-methods.md`` section 4; defaults: Mode 1, the SD3.5-M OCR recipe)."""
+
+    #: ODE rollout steps (10 in the public recipe); None = the model's.
+    rollout_steps: int | None = None
+    beta_dpo: float = 100.0
+    clip_range: float = 1e-2
+    #: KL to the starting model (train.beta 0.02).
+    kl_beta: float = 0.02
+    #: Rollout CFG (4.5 Mode 1; 1 Mode 2); None = the model's. The policy trains its conditional velocity.
+    guidance: float | None = None
+    #: The reference's CFG (kl_cfg: 1 Mode 1, 4.5 Mode 2a).
+    ref_guidance: float = 1.0
+    #: The fast EMA ("old") copy is also the DGPO reference (Mode 2b).
+    use_ema_ref: bool = False
+    #: M distinct rollout-grid indices per epoch, drawn from 0..trunc_steps (high-noise end).
+    num_train_timesteps: int = 4
+    trunc_steps: int = 6
+    #: After this many generator updates the fast EMA samples the rollouts (200; GenEval 500).
+    switch_ema_ref: int = 200
+
+
+@dataclass
 class MethodConfig:
+    #: Training method (``tdm_r1.registry.METHODS``: tdm-r1, distill, flow-grpo, diffusionnft, dgpo);
+    #: "tdm-r1" without rewards is "distill". The fields below up to ``distill_cfg_weight`` are TDM-R1's;
+    #: ``adv_std``, ``adv_clip``, ``micro_batch``, ``shift`` and ``min_step`` are shared by all methods.
+    name: str = "tdm-r1"
     #: Boundaries drawn per micro-batch (TDM-R1's num_train_timesteps).
     num_train_timesteps: int = 2
     #: Global micro-batch size (split evenly over processes).
@@ -108,6 +175,9 @@ class MethodConfig:
     #: Generator-loss weights without reward (TDM distillation): reverse KL and CFG reward.
     distill_kl_weight: float = 1.0
     distill_cfg_weight: float = 1.0
+    flow_grpo: FlowGrpoOptions = field(default_factory=FlowGrpoOptions)
+    diffusionnft: DiffusionNftOptions = field(default_factory=DiffusionNftOptions)
+    dgpo: DgpoOptions = field(default_factory=DgpoOptions)
 
 
 @dataclass
@@ -204,10 +274,17 @@ class TrainConfig:
             raise ConfigError(
                 f"checkpoint_every must be >= 0 epochs (0 = only at the end), got {self.checkpoint_every}"
             )
+        check_method_name(self)
 
     @property
     def distill(self) -> bool:
         return not self.rewards
+
+    @property
+    def method_name(self) -> str:
+        """The registered method this config trains ("tdm-r1" without rewards is "distill")."""
+        name = self.method.name
+        return "distill" if name == "tdm-r1" and not self.rewards else name
 
     @property
     def samples_per_epoch(self) -> int:
@@ -223,6 +300,25 @@ class TrainConfig:
         from tdm_r1.paths import runs_dir
 
         return Path(self.output_dir) if self.output_dir else runs_dir() / self.name
+
+
+#: Methods trained without a reward; every other method needs one.
+REWARD_FREE_METHODS = ("distill",)
+
+
+def check_method_name(cfg: TrainConfig) -> None:
+    """A reward method without a reward, or distillation with one, fails here (before any model)."""
+    name = cfg.method.name
+    if name in REWARD_FREE_METHODS and cfg.rewards:
+        raise ConfigError(
+            f"method.name={name} trains without a reward but rewards={cfg.rewards}: drop the rewards "
+            "(rewards: {}) or choose a reward method (tdm-r1, flow-grpo, diffusionnft, dgpo)"
+        )
+    if name not in REWARD_FREE_METHODS and name != "tdm-r1" and not cfg.rewards:
+        raise ConfigError(
+            f"method.name={name} is an RL method and needs a reward, but rewards is empty: "
+            "give --reward NAME (or rewards: {NAME: 1.0}); distillation is method.name=distill"
+        )
 
 
 def trainable_steps(sigmas: Any, min_step: float) -> list[int]:
@@ -326,10 +422,11 @@ def dry_run(cfg: TrainConfig, world_size: int) -> str:
     ``world_size`` processes, the generator / teacher names, the reward names and the prompts
     source. Returns a short summary; raises :class:`ConfigError` / ``UnknownNameError``."""
     from tdm_r1.models.base import resolve_model
-    from tdm_r1.registry import REWARDS
+    from tdm_r1.registry import METHODS, REWARDS
 
     check_world(cfg, world_size)
     model = resolve_model(cfg.model.name)
+    METHODS.get(cfg.method_name).check(cfg, model)
     teacher = resolve_model(cfg.model.teacher).name if cfg.model.teacher else "the model's base"
     rewards = {REWARDS.canonical(name): w for name, w in cfg.rewards.items()}
     unknown = sorted(set(cfg.reward_options) - set(cfg.rewards) - set(rewards))
@@ -341,7 +438,7 @@ def dry_run(cfg: TrainConfig, world_size: int) -> str:
     what = ", ".join(f"{k}={v:g}" for k, v in rewards.items()) or "none (TDM distillation)"
     data = f"toy grammar {cfg.data.toy_tasks}" if cfg.data.source == "toy" else f"file {cfg.data.path}"
     return (
-        f"config OK ({cfg.name}): {cfg.rollout.prompts_per_epoch} prompts x {cfg.rollout.group_size} images = "
+        f"config OK ({cfg.name}, method {cfg.method_name}): {cfg.rollout.prompts_per_epoch} prompts x {cfg.rollout.group_size} images = "
         f"{n} samples per epoch, {n // mb} micro-batches of {mb} ({mb // world_size} per process x "
         f"{world_size}); generator {model.name}, teacher {teacher}; rewards {what}; prompts: {data}; "
         f"run folder {cfg.run_dir()}"

@@ -1,4 +1,5 @@
-"""An epoch's samples: the group-contiguous plan and the deterministic rollout with its rewards."""
+"""An epoch's samples: the group-contiguous plan and the rollout (deterministic, or SDE with
+per-step log-probabilities for policy-gradient methods) with its rewards."""
 
 from __future__ import annotations
 
@@ -41,6 +42,28 @@ class Rollout:
     latents: torch.Tensor  # (n, K+1, C, h, w) boundary latents (CPU, float32)
     rewards: torch.Tensor  # (n,) rewards (NaN = unscored)
     details: dict[str, list[Any]]
+    #: SDE rollouts: (n, K) float32 log-probs of the stored transitions latents[:, k] -> [:, k+1]
+    #: (NaN on the deterministic steps), computed under the rollout's weights.
+    log_probs: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class SdePlan:
+    """Which rollout steps are stochastic and how (:func:`tdm_r1.method.sde.sde_step`).
+
+    Attributes:
+        steps: the stochastic step indices k (the others are Euler ODE steps).
+        noise_level: the SDE's a.
+        kind: "flow" or "cps".
+        sigma_max: the Flow-SDE denominator at sigma = 1 (the grid's second sigma).
+        noise_seeds: (step k, global sample indices) -> one seed per sample for the step's noise.
+    """
+
+    steps: tuple[int, ...]
+    noise_level: float
+    kind: str
+    sigma_max: float | None
+    noise_seeds: Callable[[int, list[int]], list[int]]
 
 
 def plan_epoch(
@@ -73,11 +96,16 @@ def run_rollout(
     device: torch.device,
     reward: Any | None = None,
     async_rewards: bool = True,
+    role: str | None = GEN,
+    guidance: float = 1.0,
+    sde: SdePlan | None = None,
 ) -> Rollout:
-    """K deterministic steps of the generator for this process's samples, every boundary kept.
+    """K steps of ``role`` for this process's samples, every boundary kept.
 
-    Decoded images are scored by ``reward`` in a worker thread while the next chunk is generated.
-    ``noise_seeds`` maps global sample indices to their initial-noise seeds.
+    Deterministic (``sde=None``; any solver of the schedule), or Euler with the stochastic steps of
+    ``sde`` (their log-probs stored). Decoded images are scored by ``reward`` in a worker thread
+    while the next chunk is generated. ``noise_seeds`` maps global sample indices to their
+    initial-noise seeds. ``guidance`` != 1: classifier-free guidance with the empty prompt.
     """
     index = [plan.order[p] for p in plan.local]
     groups = [i // group_size for i in index]
@@ -86,16 +114,41 @@ def run_rollout(
     seeds = noise_seeds(index)
     height, width = adapter.sampling.height, adapter.sampling.width
     lat_chunks: list[torch.Tensor] = []
+    lp_chunks: list[torch.Tensor] = []
     futures: list[Future] = []
     pool = ThreadPoolExecutor(max_workers=1) if (reward is not None and async_rewards) else None
     try:
         for s in range(0, len(prompts), batch_size):
             cond = adapter.encode_prompts(prompts[s : s + batch_size])
             noise = adapter.initial_noise(seeds[s : s + batch_size], height, width).to(device)
-            traj = sample(adapter, cond, noise, schedule, guidance=1.0, role=GEN, return_x0=False)
-            lat_chunks.append(traj.latents.cpu())
+            if sde is None:
+                uncond = adapter.null_conditioning(len(cond)) if guidance != 1.0 else None
+                traj = sample(
+                    adapter,
+                    cond,
+                    noise,
+                    schedule,
+                    guidance=guidance,
+                    uncond=uncond,
+                    role=role,
+                    return_x0=False,
+                )
+                lats = traj.latents
+            else:
+                lats, lps = sde_rollout(
+                    adapter,
+                    cond,
+                    noise,
+                    schedule,
+                    sde,
+                    index[s : s + batch_size],
+                    role=role,
+                    guidance=guidance,
+                )
+                lp_chunks.append(lps.cpu())
+            lat_chunks.append(lats.cpu())
             if reward is not None:
-                images = adapter.decode(traj.final)
+                images = adapter.decode(lats[:, -1])
                 args = dict(
                     images=images.cpu(),
                     prompts=prompts[s : s + batch_size],
@@ -122,7 +175,72 @@ def run_rollout(
         latents=torch.cat(lat_chunks),
         rewards=rewards,
         details=details,
+        log_probs=torch.cat(lp_chunks) if lp_chunks else None,
     )
+
+
+def guided_velocity(
+    adapter: Any, x: torch.Tensor, s_model: torch.Tensor, cond: Any, *, role: str | None, guidance: float
+) -> torch.Tensor:
+    """(N, C, h, w) float32 velocity of ``role`` at x, with CFG ``v_u + g (v_c - v_u)`` when g != 1.
+
+    The one code path of an SDE rollout and of the training recomputation, so an unchanged
+    policy reproduces its stored log-probs exactly. ``s_model``: (N,) sigmas told the transformer.
+    """
+    if guidance == 1.0:
+        return adapter.velocity(x, s_model, cond, role=role).float()
+    from tdm_r1.flow import cfg as guide
+    from tdm_r1.models.adapter import Conditioning
+
+    n = x.shape[0]
+    both = Conditioning.cat([cond, adapter.null_conditioning(n).to(cond.device)])
+    out = adapter.velocity(torch.cat([x, x]), torch.cat([s_model, s_model]), both, role=role).float()
+    return guide(out[:n], out[n:], guidance)
+
+
+@torch.no_grad()
+def sde_rollout(
+    adapter: Any,
+    cond: Any,
+    noise: torch.Tensor,
+    schedule: FlowSchedule,
+    plan: SdePlan,
+    index: list[int],
+    *,
+    role: str | None,
+    guidance: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Euler steps with the plan's steps stochastic (:func:`~tdm_r1.method.sde.sde_step`).
+
+    Returns (latents (N, K+1, C, h, w) float32, log_probs (N, K) float32, NaN on ODE steps). The
+    noise of step k for global sample i comes from ``plan.noise_seeds(k, [i])``.
+    """
+    from tdm_r1.flow import euler_step
+    from tdm_r1.method.sde import sde_step
+    from tdm_r1.seeds import rows_randn
+
+    sig, msig = schedule.sigmas.float(), schedule.model_sigmas.float()
+    k_steps, n = sig.numel() - 1, noise.shape[0]
+    x = noise.float()
+    lats, lps = [x], torch.full((n, k_steps), float("nan"))
+    stochastic = set(plan.steps)
+    for k in range(k_steps):
+        s, s_next = float(sig[k]), float(sig[k + 1])
+        if s == s_next:
+            lats.append(x)
+            continue
+        v = guided_velocity(adapter, x, x.new_full((n,), float(msig[k])), cond, role=role, guidance=guidance)
+        if k in stochastic:
+            eps = rows_randn(plan.noise_seeds(k, index), tuple(x.shape[1:])).to(x.device)
+            st = sde_step(
+                x, s, s_next, v, eps, noise_level=plan.noise_level, kind=plan.kind, sigma_max=plan.sigma_max
+            )
+            x = st.next
+            lps[:, k] = st.log_prob.cpu()
+        else:
+            x = euler_step(x, s, s_next, v)
+        lats.append(x)
+    return torch.stack(lats, dim=1), lps
 
 
 def _done(value: Any) -> Future:

@@ -73,6 +73,12 @@ class Trainer:
         self.acc = Accelerator(cpu=cpu)
         check_world(cfg, self.acc.num_processes)
         self.world, self.rank, self.device = self.acc.num_processes, self.acc.process_index, self.acc.device
+        # the method's incompatibilities with the config and the model preset, before anything loads
+        from tdm_r1.models.base import resolve_model
+        from tdm_r1.registry import METHODS
+
+        self._method_cls = METHODS.get(cfg.method_name)
+        self._method_cls.check(cfg, resolve_model(cfg.model.name))
         # the reward first: a reward that cannot load fails here, before a model is loaded
         self.reward = None
         if not cfg.distill:
@@ -114,7 +120,9 @@ class Trainer:
             if getattr(cfg.model, key) is not None:
                 overrides[key] = getattr(cfg.model, key)
         self.adapter = preset.load(device=self.device, dtype=cfg.model.dtype, **overrides)
-        self.steps = cfg.model.steps or preset.steps
+        #: the model's inference steps (exported) and the training rollout's (a method may use fewer)
+        self.infer_steps = cfg.model.steps or preset.steps
+        self.steps = self._method_cls.rollout_steps(cfg) or self.infer_steps
         self.schedule = self.adapter.schedule(self.steps, spacing=cfg.model.spacing)
         self.sigmas = self.schedule.sigmas.float()
         self.model_sigmas = self.schedule.model_sigmas.float()
@@ -140,7 +148,7 @@ class Trainer:
         from tdm_r1.registry import METHODS
 
         cfg, a, o = self.cfg, self.adapter, self.cfg.optim
-        method: TrainingMethod = METHODS.get("distill" if cfg.distill else "tdm-r1")(self)
+        method: TrainingMethod = METHODS.get(cfg.method_name)(self)
         lora = dict(
             rank=cfg.model.lora_rank, alpha=cfg.model.lora_alpha, target_modules=cfg.model.lora_targets
         )
@@ -224,7 +232,7 @@ class Trainer:
         return plan_epoch(self.cfg, prompts, order_seed, self.world, self.rank)
 
     def rollout(self, plan: EpochPlan) -> Rollout:
-        cfg = self.cfg
+        cfg, m = self.cfg, self.method
         return run_rollout(
             self.adapter,
             self.schedule,
@@ -235,6 +243,9 @@ class Trainer:
             device=self.device,
             reward=self.reward,
             async_rewards=cfg.rollout.async_rewards,
+            role=m.rollout_role,
+            guidance=m.rollout_guidance,
+            sde=m.sde_plan() if m.rollout_kind == "sde" else None,
         )
 
     def _gather(self, t: torch.Tensor) -> torch.Tensor:
@@ -325,6 +336,7 @@ class Trainer:
             if (mi + 1) % accum == 0 or mi == micro_steps - 1:
                 for role in self.opt:
                     losses.setdefault(f"grad_norm_{role}", []).append(self._step(role))
+        self.method.end_epoch()
         self.epoch += 1
         means = {k: float(np.mean(v)) for k, v in losses.items()}
         if self.world > 1:  # every process holds an equal share: the global mean is the mean of means

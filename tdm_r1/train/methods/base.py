@@ -107,6 +107,17 @@ class TrainingMethod:
 
     name: ClassVar[str] = ""
     uses_reward: ClassVar[bool] = True
+    #: "ode": the deterministic rollout; "sde": stochastic steps with stored log-probs (:meth:`sde_plan`).
+    rollout_kind: ClassVar[str] = "ode"
+
+    @classmethod
+    def check(cls, cfg: TrainConfig, preset: Any) -> None:
+        """Incompatibilities visible from the config and the model preset, raised before any model loads."""
+
+    @classmethod
+    def rollout_steps(cls, cfg: TrainConfig) -> int | None:
+        """Steps of the training rollout when they differ from the model's own (None: the model's)."""
+        return None
 
     def __init__(self, loop: Loop) -> None:
         self.loop = loop
@@ -120,8 +131,25 @@ class TrainingMethod:
         """The LoRA roles to create (the generator first); trainable ones get an optimiser."""
         raise NotImplementedError
 
+    @property
+    def rollout_role(self) -> str | None:
+        """The LoRA role that samples the rollouts."""
+        return GEN
+
+    @property
+    def rollout_guidance(self) -> float:
+        """CFG scale of the rollout (1 = off); also the guidance of the exported model."""
+        return 1.0
+
+    def sde_plan(self) -> Any:
+        """The epoch's :class:`~tdm_r1.train.rollout.SdePlan` (only for ``rollout_kind = "sde"``)."""
+        raise NotImplementedError
+
     def begin_epoch(self, rollout: Rollout, adv: torch.Tensor) -> None:
         """Called once per epoch after the rollout and its advantages, before the micro-batches."""
+
+    def end_epoch(self) -> None:
+        """Called once per epoch after its last optimiser step (e.g. to move a sampling copy)."""
 
     def train_micro(self, batch: Batch) -> dict[str, list[float]]:
         """Backward this micro-batch's losses into the trainable roles.
