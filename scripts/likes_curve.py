@@ -26,9 +26,10 @@ BENCH = "toy-geneval"
 
 
 def labels_per_epoch(run: Path) -> tuple[int, int]:
-    """(labels in the database, rollout images per epoch)."""
+    """(labels in the database, labels per epoch: rollout images x raters)."""
     c = yaml.safe_load((run / "config.yaml").read_text())
-    per_epoch = int(c["rollout"]["prompts_per_epoch"]) * int(c["rollout"]["group_size"])
+    raters = int(c["reward_options"]["likes-sim"].get("raters", 1))
+    per_epoch = int(c["rollout"]["prompts_per_epoch"]) * int(c["rollout"]["group_size"]) * raters
     with sqlite3.connect(f"file:{run / 'likes.sqlite'}?mode=ro", uri=True) as db:
         total = int(db.execute("select count(*) from labels where label is not null").fetchone()[0])
     return total, per_epoch
@@ -66,6 +67,7 @@ def main() -> int:
                 dict(
                     run=name,
                     noise=float(opts["noise"]),
+                    raters=int(opts.get("raters", 1)),
                     epoch=epoch,
                     labels=min(total, epoch * per_epoch),
                     overall=float(summary.loc["overall", "mean"]),
@@ -75,14 +77,14 @@ def main() -> int:
                     verdict=("gain" if d.delta > 0 else "loss") if d.significant else "not significant",
                 )
             )
-    table = pd.DataFrame(rows).sort_values(["noise", "epoch"])
+    table = pd.DataFrame(rows).sort_values(["noise", "raters", "epoch"])
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "curve.csv", index=False)
     head = (
         f"# TDM-R1 from binary likes: toy-geneval gain over {args.reference} vs labels used\n\n"
         "Simulated rater (`likes-sim`: like = toy GenEval `correct`, each answer flipped with probability "
         "`noise`), answering through the labelling app over HTTP; policy `wait` (every rollout image "
-        "labelled once). Delta: paired (same prompts and seeds), GenEval overall, 95% paired-bootstrap CI. "
+        "labelled once by each rater; with several raters the reward is the image's like rate). Delta: paired (same prompts and seeds), GenEval overall, 95% paired-bootstrap CI. "
         "Made by `python scripts/likes_curve.py`.\n\n"
     )
     (args.out / "curve.md").write_text(head + table.to_markdown(index=False, floatfmt=".4f") + "\n")
@@ -92,12 +94,14 @@ def main() -> int:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for noise, part in table.groupby("noise"):
+    for (noise, raters), part in table.groupby(["noise", "raters"]):
         x = [0, *part["labels"]]
         y = [0.0, *part["delta"]]
         lo = [0.0, *(part["delta"] - part["ci_low"])]
         hi = [0.0, *(part["ci_high"] - part["delta"])]
-        ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=f"label noise {noise:.0%}")
+        ax.errorbar(
+            x, y, yerr=[lo, hi], marker="o", capsize=3, label=f"label noise {noise:.0%}, {raters} rater(s)"
+        )
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("binary labels used")
     ax.set_ylabel(f"toy-geneval overall - {args.reference} (95% CI)")
