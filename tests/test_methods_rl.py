@@ -46,6 +46,7 @@ def _moved(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 def cfg_preset(registered):
     """A tiny base-kind preset sampled with CFG 2 (it has an unconditional branch)."""
     from tdm_r1.models.base import ModelPreset, register_preset
+    from tdm_r1.models.spec import SamplingSpec
     from tdm_r1.registry import MODELS
 
     added = []
@@ -53,17 +54,11 @@ def cfg_preset(registered):
         "tiny-cfg": {"kind": "base", "guidance": 2.0},
         "tiny-dpm": {"solver": "dpmsolver++"},
     }.items():
-        base = dict(
-            family="sd3",
-            hub_id=str(registered),
-            steps=2,
-            guidance=1.0,
-            shift=1.0,
-            height=32,
-            width=32,
-            kind="distilled",
-            dtype="float32",
+        sampling = {k: changes.pop(k) for k in ("guidance", "solver") if k in changes}
+        spec = SamplingSpec(
+            **({"steps": 2, "guidance": 1.0, "shift": 1.0, "height": 32, "width": 32} | sampling)
         )
+        base = dict(family="sd3", hub_id=str(registered), sampling=spec, kind="distilled", dtype="float32")
         register_preset(ModelPreset(name=name, **(base | changes)))
         added.append(name)
     yield registered

@@ -261,7 +261,7 @@ def test_preset_files_keep_the_flat_format_and_read_nested_sampling(tmp_path: Pa
     (run / "preset.json").write_text(json.dumps(OLD_RUN_PRESET))
     preset = load_preset_file(run / "preset.json")
     assert preset.sampling == SamplingSpec(steps=4, shift=1.0, spacing="trailing", height=64, width=64)
-    assert preset.lora == str((run / "lora").resolve()) and preset.nfe == 4 and preset.steps == 4
+    assert preset.lora == str((run / "lora").resolve()) and preset.nfe == 4 and preset.sampling.steps == 4
     # written back: the same flat keys and values (cache identities of old runs stay valid)
     again = json.loads(save_preset_file(preset, run / "again.json").read_text())
     assert again == OLD_RUN_PRESET

@@ -127,11 +127,6 @@ class ModelPreset:
         """Transformer passes per image (CFG doubles; zero-length scheduled steps cost nothing)."""
         return self.sampling.nfe
 
-    @property
-    def steps(self) -> int:
-        """``sampling.steps`` (the trainer's default rollout length)."""
-        return self.sampling.steps
-
     def describe(self) -> dict[str, Any]:
         """One row of ``tdmbench ls models``."""
         lora = ""

@@ -121,7 +121,7 @@ class Trainer:
                 overrides[key] = getattr(cfg.model, key)
         self.adapter = preset.load(device=self.device, dtype=cfg.model.dtype, **overrides)
         #: the model's inference steps (exported) and the training rollout's (a method may use fewer)
-        self.infer_steps = cfg.model.steps or preset.steps
+        self.infer_steps = cfg.model.steps or preset.sampling.steps
         self.steps = self._method_cls.rollout_steps(cfg) or self.infer_steps
         self.schedule = self.adapter.schedule(self.steps, spacing=cfg.model.spacing)
         self.sigmas = self.schedule.sigmas.float()

@@ -48,8 +48,8 @@ def resolve_guidance(value: float | None, loop: Loop) -> float:
 def check_guidance(method: str, option: str, value: float | None, preset: Any) -> None:
     """CFG needs a trained unconditional branch: a CFG-distilled model (kind distilled / rl, sampled
     at guidance 1) has none worth guiding with."""
-    g = preset.guidance if value is None else value
-    if g != 1.0 and preset.kind in ("distilled", "rl") and preset.guidance == 1.0:
+    g = preset.sampling.guidance if value is None else value
+    if g != 1.0 and preset.kind in ("distilled", "rl") and preset.sampling.guidance == 1.0:
         raise ConfigError(
             f"{method}: {option}={g:g} needs classifier-free guidance, but model {preset.name!r} is a "
             f"{preset.kind} model sampled without CFG (guidance 1): it has no trained unconditional branch. "

@@ -52,7 +52,7 @@ class Dgpo(TrainingMethod):
         common.check_guidance(NAME, "method.dgpo.guidance", o.guidance, preset)
         common.check_guidance(NAME, "method.dgpo.ref_guidance", o.ref_guidance, preset)
         common.check_rollout_steps(NAME, o.rollout_steps)
-        steps = o.rollout_steps or cfg.model.steps or preset.steps
+        steps = o.rollout_steps or cfg.model.steps or preset.sampling.steps
         top = min(o.trunc_steps, steps - 1)
         if not 1 <= o.num_train_timesteps <= top + 1:
             raise ConfigError(

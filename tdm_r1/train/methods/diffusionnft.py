@@ -47,7 +47,7 @@ class DiffusionNft(TrainingMethod):
             raise ConfigError(f"{NAME}: method.diffusionnft.decay_type must be 1 or 2, got {o.decay_type}")
         common.check_rollout_steps(NAME, o.rollout_steps)
         common.check_fraction(NAME, "method.diffusionnft.timestep_fraction", o.timestep_fraction)
-        steps = o.rollout_steps or cfg.model.steps or preset.steps
+        steps = o.rollout_steps or cfg.model.steps or preset.sampling.steps
         if int(steps * o.timestep_fraction) < 1:
             raise ConfigError(
                 f"{NAME}: timestep_fraction={o.timestep_fraction} trains no noise level of the {steps}-step grid"

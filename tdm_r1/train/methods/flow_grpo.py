@@ -60,16 +60,16 @@ class FlowGrpo(TrainingMethod):
                 f"{NAME}: noise_level and clip_range must be > 0 and beta_kl >= 0, got "
                 f"{o.noise_level}, {o.clip_range}, {o.beta_kl}"
             )
-        if preset.solver != "euler":
+        if preset.sampling.solver != "euler":
             raise ConfigError(
                 f"{NAME}: the SDE rollout is an Euler-Maruyama step on the flow sigmas, but model {preset.name!r} "
-                f"samples with the {preset.solver} solver; use a model with an Euler flow schedule "
+                f"samples with the {preset.sampling.solver} solver; use a model with an Euler flow schedule "
                 "(or diffusionnft / dgpo, which take any sampler)"
             )
         common.check_guidance(NAME, "method.flow_grpo.guidance", o.guidance, preset)
         common.check_rollout_steps(NAME, o.rollout_steps)
         common.check_fraction(NAME, "method.flow_grpo.timestep_fraction", o.timestep_fraction)
-        steps = o.rollout_steps or cfg.model.steps or preset.steps
+        steps = o.rollout_steps or cfg.model.steps or preset.sampling.steps
         if o.sde_window < 0:
             raise ConfigError(
                 f"{NAME}: method.flow_grpo.sde_window must be >= 0 (0 = full), got {o.sde_window}"
