@@ -37,6 +37,13 @@ def per_sample(sigma: Any, like: torch.Tensor) -> Any:
     return sigma
 
 
+def noised(x0: torch.Tensor, sigma: Any, noise: torch.Tensor) -> torch.Tensor:
+    """(N, C, h, w) the forward process ``(1 - sigma) * x0 + sigma * noise`` (flow matching's input;
+    its velocity target is ``noise - x0``)."""
+    s = per_sample(sigma, x0)
+    return (1 - s) * x0 + s * noise
+
+
 def x0_from_v(x: torch.Tensor, sigma: Any, v: torch.Tensor) -> torch.Tensor:
     """(N, C, h, w) the clean-sample prediction ``x - sigma * v``."""
     return x - per_sample(sigma, x) * v

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from tdm_r1.flow import noised
 from tdm_r1.toyworld.components import (
     ToyArch,
     clip_tokenizer,
@@ -217,8 +218,7 @@ def train_teacher(
         x0 = latents[idx].float()
         noise = torch.randn(x0.shape, generator=gen).to(device)
         sigma = torch.sigmoid(cfg.t_mean + cfg.t_std * torch.randn(cfg.batch_size, generator=gen)).to(device)
-        s = sigma.view(-1, 1, 1, 1)
-        x_t = (1 - s) * x0 + s * noise
+        x_t = noised(x0, sigma, noise)
         with autocast:
             embeds, pooled = mods.encode_ids(ids)
             v = mods.velocity(x_t, sigma, embeds, pooled)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from tdm_r1.errors import ConfigError
+from tdm_r1.flow import noised
 from tdm_r1.method.dgpo import denoising_errors, dgpo_loss, ema_ref_decay, train_step_indices
 from tdm_r1.registry import METHODS
 from tdm_r1.seeds import Stream, rows_randn
@@ -102,8 +103,7 @@ class Dgpo(TrainingMethod):
             eps = rows_randn(loop.row_seeds(Stream.DGPO_EPS, (j,), groups), tuple(x0.shape[1:])).to(
                 loop.device
             )
-            sv = s.view(n, 1, 1, 1)
-            x_t = (1 - sv) * x0 + sv * eps
+            x_t = noised(x0, s, eps)
             target = eps - x0
             with torch.no_grad():
                 v_ref = guided_velocity(a, x_t, s_model, batch.cond, role=self.ref, guidance=o.ref_guidance)

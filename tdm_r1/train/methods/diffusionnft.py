@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from tdm_r1.errors import ConfigError
+from tdm_r1.flow import noised
 from tdm_r1.method.diffusionnft import diffusionnft_loss, old_policy_decay, optimality_probability
 from tdm_r1.registry import METHODS
 from tdm_r1.seeds import Stream, generator, rows_randn
@@ -82,7 +83,6 @@ class DiffusionNft(TrainingMethod):
         loop, o, a = self.loop, self.o, self.loop.adapter
         keys = batch.sample_keys
         x0 = batch.latents[:, -1].to(loop.device)
-        n = x0.shape[0]
         perms = torch.stack(
             [
                 torch.randperm(len(self.levels), generator=generator(s))
@@ -97,8 +97,7 @@ class DiffusionNft(TrainingMethod):
             sigma = loop.sigmas[js].to(loop.device)  # (n,)
             s_model = loop.model_sigmas[js].to(loop.device)
             eps = rows_randn(loop.row_seeds(Stream.NFT_EPS, (q,), keys), tuple(x0.shape[1:])).to(loop.device)
-            sv = sigma.view(n, 1, 1, 1)
-            x_t = (1 - sv) * x0 + sv * eps
+            x_t = noised(x0, sigma, eps)
             with torch.no_grad():
                 v_old = a.velocity(x_t, s_model, batch.cond, role=OLD).float()
                 v_ref = a.velocity(x_t, s_model, batch.cond, role=self.ref).float() if o.kl_beta else None
