@@ -100,6 +100,19 @@ def flow_sde_mean_std(
     return mean, scale * torch.sqrt(h), scale
 
 
+def cps_std(sigma_next: Any, noise_level: float) -> Any:
+    """CPS's step std ``t' sin(a pi / 2)`` (a float or a tensor, like ``sigma_next``)."""
+    return sigma_next * math.sin(noise_level * math.pi / 2)
+
+
+def kl_scale(kind: str, sigma: float, sigma_next: float, noise_level: float, sigma_max: float | None = None):
+    """0-d float32 tensor: the scale Flow-GRPO's KL divides by (``2 kl_scale^2``) for a step
+    ``sigma -> sigma_next``; the same value :class:`SdeStep` carries as ``kl_scale``."""
+    if kind == "flow":
+        return flow_sde_scale(sigma, noise_level, sigma_max=sigma_max)
+    return torch.tensor(cps_std(sigma_next, noise_level))
+
+
 def cps_mean_std(
     x: torch.Tensor, sigma: Any, sigma_next: Any, v: torch.Tensor, noise_level: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,7 +125,7 @@ def cps_mean_std(
     """
     x32, v32 = x.float(), v.float()
     t, t_next = _t(sigma, x32), _t(sigma_next, x32)
-    std = t_next * math.sin(noise_level * math.pi / 2)
+    std = cps_std(t_next, noise_level)
     x0_hat = x0_from_v(x32, t, v32)
     eps_hat = x32 + (1 - t) * v32
     mean = (1 - t_next) * x0_hat + torch.sqrt((t_next**2 - std**2).clamp_min(0.0)) * eps_hat

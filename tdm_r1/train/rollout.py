@@ -180,12 +180,20 @@ def run_rollout(
 
 
 def guided_velocity(
-    adapter: Any, x: torch.Tensor, s_model: torch.Tensor, cond: Any, *, role: str | None, guidance: float
+    adapter: Any,
+    x: torch.Tensor,
+    s_model: torch.Tensor,
+    cond: Any,
+    *,
+    role: str | None,
+    guidance: float,
+    null: Any = None,
 ) -> torch.Tensor:
     """(N, C, h, w) float32 velocity of ``role`` at x, with CFG ``v_u + g (v_c - v_u)`` when g != 1.
 
     The one code path of an SDE rollout and of the training recomputation, so an unchanged
     policy reproduces its stored log-probs exactly. ``s_model``: (N,) sigmas told the transformer.
+    ``null``: the empty prompt's conditioning, one row (default: the adapter encodes it).
     """
     if guidance == 1.0:
         return adapter.velocity(x, s_model, cond, role=role).float()
@@ -193,7 +201,8 @@ def guided_velocity(
     from tdm_r1.models.adapter import Conditioning
 
     n = x.shape[0]
-    both = Conditioning.cat([cond, adapter.null_conditioning(n).to(cond.device)])
+    null = adapter.null_conditioning(1) if null is None else null
+    both = Conditioning.cat([cond, null.repeat(n).to(cond.device)])
     out = adapter.velocity(torch.cat([x, x]), torch.cat([s_model, s_model]), both, role=role).float()
     return guide(out[:n], out[n:], guidance)
 

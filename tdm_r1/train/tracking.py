@@ -12,7 +12,7 @@ from typing import Any
 from tdm_r1.config import to_dict
 from tdm_r1.train.config import TrainConfig
 
-log = logging.getLogger("tdm_r1.train.trainer")
+log = logging.getLogger(__name__)
 
 #: Metrics shown in the one-line epoch log.
 SHOWN = ("reward_mean", "zero_std_groups", "gen_kl", "gen_rl", "fake_loss")

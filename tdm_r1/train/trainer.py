@@ -77,8 +77,9 @@ class Trainer:
         from tdm_r1.models.base import resolve_model
         from tdm_r1.registry import METHODS
 
+        self.preset = resolve_model(cfg.model.name)
         self._method_cls = METHODS.get(cfg.method_name)
-        self._method_cls.check(cfg, resolve_model(cfg.model.name))
+        self._method_cls.check(cfg, self.preset)
         # the reward first: a reward that cannot load fails here, before a model is loaded
         self.reward = None
         if not cfg.distill:
@@ -99,13 +100,12 @@ class Trainer:
         self._setup_done = True
 
     def _load_model(self) -> None:
-        """The generator's preset (teacher checked against it), the adapter and the step schedule."""
+        """The teacher checked against the generator's preset, the adapter and the step schedule."""
         from accelerate.utils import set_seed
 
         from tdm_r1.models.base import resolve_model
 
-        cfg = self.cfg
-        preset = resolve_model(cfg.model.name)
+        cfg, preset = self.cfg, self.preset
         if cfg.model.teacher is not None:
             teacher = resolve_model(cfg.model.teacher)
             if teacher.hub_id != preset.hub_id:
@@ -113,7 +113,6 @@ class Trainer:
                     f"teacher {cfg.model.teacher!r} ({teacher.hub_id}) is not the base pipeline of model "
                     f"{cfg.model.name!r} ({preset.hub_id}): the roles share one frozen transformer"
                 )
-        self.preset = preset
         set_seed(cfg.seed)  # LoRA initialisations and anything else drawn from the global RNGs
         overrides: dict[str, Any] = {"offload_text_encoders": cfg.model.offload_text_encoders}
         for key in ("height", "width"):
@@ -145,10 +144,8 @@ class Trainer:
 
     def _build_method(self) -> TrainingMethod:
         """The method, its LoRA roles (in its order: LoRA inits draw from the global RNG), optimisers, EMA."""
-        from tdm_r1.registry import METHODS
-
         cfg, a, o = self.cfg, self.adapter, self.cfg.optim
-        method: TrainingMethod = METHODS.get(cfg.method_name)(self)
+        method: TrainingMethod = self._method_cls(self)
         lora = dict(
             rank=cfg.model.lora_rank, alpha=cfg.model.lora_alpha, target_modules=cfg.model.lora_targets
         )
@@ -167,7 +164,7 @@ class Trainer:
                     weight_decay=o.weight_decay,
                     eps=o.eps,
                 )
-        self.updates = {role: 0 for role in self.opt} | self.updates
+        self.updates = {role: 0 for role in self.opt}  # a resume (after setup) restores the counts
         if cfg.model.gradient_checkpointing:
             a.transformer.enable_gradient_checkpointing()
         self.ema = EMA(a.role_parameters(GEN), o.ema_decay, warmup=o.ema_warmup)

@@ -74,6 +74,12 @@ class Batch:
         return self.index.tolist()
 
 
+def record(metrics: dict[str, list[float]], values: dict[str, float]) -> None:
+    """Append one step's values to a method's per-key metric lists (the loop averages them)."""
+    for key, val in values.items():
+        metrics.setdefault(key, []).append(val)
+
+
 class Loop(Protocol):
     """What a method may use of the training loop."""
 

@@ -23,7 +23,7 @@ from tdm_r1.method.dgpo import denoising_errors, dgpo_loss, ema_ref_decay, train
 from tdm_r1.registry import METHODS
 from tdm_r1.seeds import Stream, rows_randn
 from tdm_r1.train.methods import common
-from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod
+from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod, record
 from tdm_r1.train.methods.common import OLD
 from tdm_r1.train.rollout import Rollout, guided_velocity
 
@@ -131,8 +131,7 @@ class Dgpo(TrainingMethod):
                 "dgpo_clipped": out.clipped_fraction,
                 "kl": float(reg.detach().mean()),
             }
-            for key, val in rec.items():
-                metrics.setdefault(key, []).append(val)
+            record(metrics, rec)
         return metrics
 
     def after_update(self, role: str) -> None:

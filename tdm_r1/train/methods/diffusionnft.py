@@ -21,7 +21,7 @@ from tdm_r1.method.diffusionnft import diffusionnft_loss, old_policy_decay, opti
 from tdm_r1.registry import METHODS
 from tdm_r1.seeds import Stream, generator, rows_randn
 from tdm_r1.train.methods import common
-from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod
+from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod, record
 from tdm_r1.train.methods.common import OLD
 
 NAME = "diffusionnft"
@@ -123,8 +123,7 @@ class DiffusionNft(TrainingMethod):
                 "kl": out.kl,
                 "old_deviate": out.old_deviate,
             }
-            for key, val in rec.items():
-                metrics.setdefault(key, []).append(val)
+            record(metrics, rec)
         return metrics
 
     def end_epoch(self) -> None:

@@ -14,7 +14,6 @@ sets the training rollout; the exported model samples with the model's own steps
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
@@ -23,11 +22,11 @@ import torch
 from tdm_r1.errors import ConfigError
 from tdm_r1.method.flow_grpo import flow_grpo_loss
 from tdm_r1.method.flow_grpo import train_steps as grpo_train_steps
-from tdm_r1.method.sde import SDE_KINDS, flow_sde_scale, step_log_prob
+from tdm_r1.method.sde import SDE_KINDS, kl_scale, step_log_prob
 from tdm_r1.registry import METHODS
 from tdm_r1.seeds import Stream
 from tdm_r1.train.methods import common
-from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod
+from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod, record
 from tdm_r1.train.rollout import Rollout, SdePlan, guided_velocity
 
 NAME = "flow-grpo"
@@ -147,12 +146,6 @@ class FlowGrpo(TrainingMethod):
         assert rollout.log_probs is not None, "flow-grpo needs an SDE rollout"
         self._log_probs = rollout.log_probs
 
-    def _kl_scale(self, sigma: float, sigma_next: float) -> torch.Tensor:
-        o = self.o
-        if o.sde == "flow":
-            return flow_sde_scale(sigma, o.noise_level, sigma_max=self.sigma_max)
-        return torch.tensor(sigma_next * math.sin(o.noise_level * math.pi / 2))
-
     def step_log_prob(
         self, batch: Batch, k: int, role: str | None = GEN
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,7 +181,7 @@ class FlowGrpo(TrainingMethod):
                 beta_kl=o.beta_kl,
                 mean=mean,
                 ref_mean=ref_mean,
-                kl_scale=self._kl_scale(s, s_next),
+                kl_scale=kl_scale(o.sde, s, s_next, o.noise_level, self.sigma_max),
             )
             loop.backward(out.loss, GEN)
             rec = {
@@ -199,6 +192,5 @@ class FlowGrpo(TrainingMethod):
                 "clipfrac": out.clipfrac,
                 "ratio_mean": out.ratio_mean,
             }
-            for key, val in rec.items():
-                metrics.setdefault(key, []).append(val)
+            record(metrics, rec)
         return metrics

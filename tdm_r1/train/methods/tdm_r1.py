@@ -17,12 +17,14 @@ import torch
 
 from tdm_r1.flow import cfg as guide
 from tdm_r1.flow import euler_step, x0_from_v
+from tdm_r1.method.dgpo import denoising_errors
 from tdm_r1.method.losses import fake_score_loss, generator_loss, group_preference_sums, surrogate_loss
 from tdm_r1.method.noise import renoise, sample_sigma_above, surrogate_velocity_target
 from tdm_r1.registry import METHODS
 from tdm_r1.seeds import Stream, generator, rows_rand, rows_randn
-from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod
-from tdm_r1.train.rollout import Rollout
+from tdm_r1.train.methods import common
+from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod, record
+from tdm_r1.train.rollout import Rollout, guided_velocity
 
 FAKE, SUR, OLD, REF = "fake", "surrogate", "surrogate_old", "reference"
 
@@ -85,8 +87,7 @@ class TdmR1(TrainingMethod):
             if self.uses_reward:
                 rec.update(self.surrogate_step(batch, jn, self._sums.get(jn)))
             rec.update(self.generator_step(batch, j))
-            for key, val in rec.items():
-                metrics.setdefault(key, []).append(val)
+            record(metrics, rec)
         return metrics
 
     # ------------------------------------------------------------------------------- queries
@@ -94,8 +95,8 @@ class TdmR1(TrainingMethod):
         """x_t (n,C,h,w) at boundary j and (n,) sigma_t, sigma_next, the transformer's sigma."""
         loop, n = self.loop, lat.shape[0]
         x_t = lat[:, j].to(loop.device)
-        full = lambda v: torch.full((n,), float(v), device=loop.device)  # noqa: E731
-        return x_t, full(loop.sigmas[j]), full(loop.sigmas[j + 1]), full(loop.model_sigmas[j])
+        sig = (loop.sigmas[j], loop.sigmas[j + 1], loop.model_sigmas[j])
+        return x_t, *(common.full(loop, n, v) for v in sig)
 
     def _kl_query(self, batch: Batch, j: int, sigma_n: torch.Tensor, shape: tuple[int, ...]):
         """Noise level and noise of the fake / KL query for boundary j (shared by both steps)."""
@@ -121,14 +122,7 @@ class TdmR1(TrainingMethod):
         return x0[:n], x0[n:]
 
     def _guided_x0(self, role: str | None, x: torch.Tensor, s: torch.Tensor, cond: Any, scale: float):
-        a, n = self.loop.adapter, x.shape[0]
-        if scale == 1.0:
-            v = a.velocity(x, s, cond, role=role).float()
-        else:
-            out = a.velocity(
-                torch.cat([x, x]), torch.cat([s, s]), self._with_null(cond, n), role=role
-            ).float()
-            v = guide(out[:n], out[n:], scale)
+        v = guided_velocity(self.loop.adapter, x, s, cond, role=role, guidance=scale, null=self.null)
         return x0_from_v(x, s, v)
 
     # --------------------------------------------------------------------------------- steps
@@ -178,9 +172,7 @@ class TdmR1(TrainingMethod):
             v_ref = a.velocity(x_tau, s_tau, cond, role=REF if m.reference == "ema" else None).float()
             v_old = a.velocity(x_tau, s_tau, cond, role=OLD).float()
         v_phi = a.velocity(x_tau, s_tau, cond, role=SUR).float()
-        per = lambda x: x.flatten(1).mean(1)  # noqa: E731
-        errors = [per((target - v_phi) ** 2), per((target - v_ref) ** 2), per((target - v_old) ** 2)]
-        return j, *errors, per((v_phi - v_ref) ** 2)
+        return j, *denoising_errors(target, v_phi, v_ref, v_old)
 
     @torch.no_grad()
     def block_group_sums(self, slices: list[slice], blk: int, j_draw: int) -> torch.Tensor:
@@ -288,14 +280,11 @@ class TdmR1(TrainingMethod):
         """After a surrogate update: the fast EMA copy (and the EMA reference) follow it."""
         if role != SUR:
             return
-        m, a = self.cfg.method, self.loop.adapter
-        cur = a.role_parameters(SUR)
+        m = self.cfg.method
         decay = min(m.old_decay_max, m.old_decay_min + 0.001 * self.loop.updates[SUR])
-        for o, c in zip(a.role_parameters(OLD), cur, strict=True):
-            o.mul_(decay).add_(c.detach(), alpha=1 - decay)
+        common.soft_update(self.loop, OLD, SUR, decay)
         if m.reference == "ema":
-            for r, c in zip(a.role_parameters(REF), cur, strict=True):
-                r.mul_(m.reference_ema_decay).add_(c.detach(), alpha=1 - m.reference_ema_decay)
+            common.soft_update(self.loop, REF, SUR, m.reference_ema_decay)
 
 
 @METHODS.register("distill")
