@@ -18,13 +18,18 @@ BEFORE = json.loads((Path(__file__).parent / "golden" / "presets_resolved.json")
 RENAMED = {f"sd3.5m-{r}-8gpu": f"sd3.5m-{r}" for r in ("ocr", "geneval", "hps", "imagereward")}
 #: Fields added since the record (issue 14's methods), with defaults that change no recorded run.
 ADDED = {"method": {"name": "tdm-r1", "flow_grpo": ..., "diffusionnft": ..., "dgpo": ...}}
-#: Presets added since the record (one per RL method of the arena).
+#: Presets added since the record: the arena cells, `toy-<method>-<teacher|4step>-<reward>`.
 NEW = {
-    "toy-flow-grpo-teacher",
-    "toy-flow-grpo-4step",
-    "toy-diffusionnft-teacher",
-    "toy-dgpo-teacher",
-    "toy-dgpo-4step",
+    "toy-flow-grpo-teacher-geneval",
+    "toy-flow-grpo-4step-geneval",
+    "toy-diffusionnft-teacher-geneval",
+    "toy-dgpo-teacher-geneval",
+    "toy-dgpo-4step-geneval",
+    "toy-flow-grpo-teacher-ocr",
+    "toy-flow-grpo-4step-ocr",
+    "toy-diffusionnft-teacher-ocr",
+    "toy-dgpo-teacher-ocr",
+    "toy-dgpo-4step-ocr",
 }
 
 
