@@ -67,3 +67,19 @@ def move_module(module: nn.Module, device: torch.device, dtype: torch.dtype) -> 
         module.to(device=device)
     else:
         module.to(device=device, dtype=dtype)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process so far, in MiB.
+
+    On CUDA the allocator's peak (tensors only, what a batch size is limited by); elsewhere the
+    process's peak resident set size (``ru_maxrss``: weights, activations, Python and libraries),
+    the number a CPU run's memory limit is about. The two are not comparable with each other.
+    """
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux

@@ -53,6 +53,7 @@ LAYERS: list[tuple[str, int]] = [
     ("tdm_r1.train", 5),
     # 6 applications: the CLI, the demo, generation jobs, toy-model builds, the labelling command
     ("tdm_r1.cli", 6),
+    ("tdm_r1.arena", 6),  # runs training and evaluation per cell
     ("tdm_r1.demo", 6),
     ("tdm_r1.listing", 6),
     ("tdm_r1.generation", 6),

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 GOLDEN = Path(__file__).resolve().parent / "golden" / "tdm_r1_toy_geneval.json"
-# bookkeeping and wall-clock keys are not numbers of the algorithm
-SKIP = ("time_", "epoch", "samples")
+# bookkeeping, wall-clock and memory keys are not numbers of the algorithm
+SKIP = ("time_", "epoch", "samples", "peak_mem")
 
 
 def _run(tmp_path: Path) -> list[dict[str, float]]:

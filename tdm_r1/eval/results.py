@@ -79,7 +79,7 @@ SAMPLE_COLUMNS: tuple[str, ...] = (
     "model_config_hash",
 )
 
-NOT_BENCHMARKS = frozenset({"reference", "perf", "plots", "report"})
+NOT_BENCHMARKS = frozenset({"reference", "perf", "plots", "report", "arena"})
 #: The small per-sample file that is committed (the parquet is not): what paired deltas read.
 SCORES_SUFFIX = ".scores.csv"
 

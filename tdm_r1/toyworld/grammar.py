@@ -129,7 +129,7 @@ def task_prompts(task: str, split: str) -> list[dict[str, Any]]:
 
 
 def benchmark_prompts(
-    task: str, split: str = "test", n: int | None = None, seed: int = 0
+    task: str, split: str = "test", n: int | None = None, seed: int = 0, per_task: int | None = None
 ) -> list[dict[str, Any]]:
     """Evaluation cases with stable ids: ``task`` is "geneval" (all six tasks) or "ocr" (text).
 
@@ -138,20 +138,25 @@ def benchmark_prompts(
     repeat of a prompt carries ``seed_offset = SEED_STRIDE * r``, so that its images are drawn
     with other seeds than the earlier repeats' (otherwise a repeat is a copy of the same image and
     counts twice).
+
+    ``per_task`` (default: all cases) keeps the first cases of every task: a smaller suite whose
+    cases are those of the full one (same ids, prompts and seeds), balanced over the tasks.
     """
     if task == "geneval":
-        tasks, per_task = GENEVAL_TASKS, CASES_PER_TASK
+        tasks, per_task_all = GENEVAL_TASKS, CASES_PER_TASK
     elif task in ("ocr", "text"):
-        tasks, per_task = ("text",), TEXT_CASES
+        tasks, per_task_all = ("text",), TEXT_CASES
     else:
         raise ValueError(f"toy benchmark task must be 'geneval' or 'ocr', got {task!r}")
+    if per_task is not None and not 1 <= per_task <= per_task_all:
+        raise ValueError(f"per_task must be in 1..{per_task_all}, got {per_task}")
     rng = random.Random(f"{seed}-{split}-{task}")
     cases: list[dict[str, Any]] = []
     for t in tasks:
         prompts = task_prompts(t, split)
         order = list(range(len(prompts)))
         rng.shuffle(order)
-        for k in range(per_task):
+        for k in range(per_task_all if per_task is None else per_task):
             case = dict(prompts[order[k % len(order)]])
             case["id"] = f"{t}-{k:03d}"
             case["seed_offset"] = SEED_STRIDE * (k // len(order))

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from tdm_r1.config import dump_yaml, to_dict
+from tdm_r1.devices import peak_memory_mb
 from tdm_r1.errors import ConfigError
 from tdm_r1.method.advantages import group_advantages
 from tdm_r1.seeds import Stream, derive_seed
@@ -350,6 +351,7 @@ class Trainer:
             **means,
             "time_rollout_s": t_roll,
             "time_epoch_s": time.perf_counter() - t0,
+            "peak_mem_mb": peak_memory_mb(self.device),
         }
         metrics.update(self._detail_means(ro))
         return metrics

@@ -1,0 +1,69 @@
+"""``tdmbench arena``: RL methods compared on the toy world at an equal reward-evaluation budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tdm_r1.cli.app import _DEBUG, app, friendly_errors
+from tdm_r1.cli.evaluation import ResultsDirOpt
+
+
+@app.command("arena")
+@friendly_errors
+def arena_cmd(
+    methods: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--methods", help="Methods to run (repeat; default all: tdm-r1 flow-grpo diffusionnft dgpo)."
+        ),
+    ] = None,
+    rewards: Annotated[
+        list[str] | None, typer.Option("--rewards", help="Training rewards (repeat; default: geneval ocr).")
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--models", help="Start models (repeat; default: toy-4step toy-teacher)."),
+    ] = None,
+    budget: Annotated[
+        int | None,
+        typer.Option("--budget", min=1, help="Reward evaluations per run (default 1024; a multiple of 64)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Evaluation batch size.")] = 32,
+    results_dir: ResultsDirOpt = None,
+    runs_dir: Annotated[
+        Path | None, typer.Option("--runs-dir", help="Training runs (default: $TDMBENCH_RUNS/arena).")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the cells, their presets and epochs; train nothing.")
+    ] = False,
+) -> None:
+    """Train each (method x start model x reward) cell for the same number of reward evaluations,
+    evaluate it against its start model (paired 95% CIs) and write results/arena/. Resumable: a
+    cell already in results/arena with the same config is skipped; an interrupted one resumes."""
+    from tdm_r1.arena.grid import DEFAULT_BUDGET, cell_config, select_cells
+    from tdm_r1.arena.run import ArenaPaths, run_grid
+    from tdm_r1.paths import results_dir as default_results
+    from tdm_r1.paths import runs_dir as default_runs
+
+    budget = budget or DEFAULT_BUDGET
+    paths = ArenaPaths(results=results_dir or default_results(), runs=runs_dir or default_runs() / "arena")
+    cells = select_cells(methods, rewards, models)
+    configs = [cell_config(c, budget, paths.runs) for c in cells]  # every name and budget checked first
+    if dry_run:
+        for cell, cfg in zip(cells, configs, strict=True):
+            typer.echo(
+                f"{cell.reward}: {cell.label}: preset {cell.preset}, {cfg.max_epochs} epochs x "
+                f"{cfg.samples_per_epoch} = {budget} reward evaluations, run {cfg.run_dir()}"
+            )
+        return
+    from tdm_r1.arena.outputs import write_outputs
+
+    tables = run_grid(cells, budget, paths, batch_size=batch_size, debug=_DEBUG["on"], echo=typer.echo)
+    for path in write_outputs(tables, paths):
+        typer.echo(f"wrote {path}")
+    failed = sum(int((t["status"] != "ok").sum()) for t in tables.values())
+    if failed:
+        typer.secho(f"{failed} cell(s) failed: see the error column of results/arena/<reward>.csv", err=True)
