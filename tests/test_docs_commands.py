@@ -4,7 +4,7 @@ Offline, a command must either succeed or stop with the message of the weights /
 needs, never with an error the example itself causes. Training commands run with ``--dry-run``
 (config resolved, names and batch shapes checked, nothing loaded). Adjustments, so that the suite
 stays fast: ``eval`` runs get ``--limit 1`` and write into a temporary folder; the toy rebuild gets
-``--minutes 0``; the commands that generate images with a toy model are marked slow. ``make``
+``--minutes 0``; ``arena`` runs get ``--dry-run``; the commands that generate images with a toy model are marked slow. ``make``
 targets are not run here (``make test`` is this suite, ``make demo`` the 25-minute main job).
 """
 
@@ -90,8 +90,8 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) 
 
 def _adapt(args: list[str], tmp: Path) -> list[str]:
     verb = args[0]
-    if verb in ("train", "distill"):
-        return [*args, "--dry-run"]
+    if verb in ("train", "distill", "arena"):
+        return args if "--dry-run" in args else [*args, "--dry-run"]
     if verb == "eval":
         return [*args, "--limit", "1", "--device", "cpu", "--no-progress", "--results-dir", str(tmp / "out")]
     if verb == "generate":

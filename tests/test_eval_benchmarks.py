@@ -17,7 +17,16 @@ SUITES = Path(__file__).resolve().parents[1] / "benchmarks"
 def test_every_suite_yaml_loads_strictly_and_is_registered() -> None:
     files = sorted(SUITES.glob("*.yaml"))
     names = {load_benchmark(f).name for f in files}
-    assert names == {"geneval", "ocr", "drawbench", "pickscore", "toy-geneval", "toy-ocr"}
+    assert names == {
+        "geneval",
+        "ocr",
+        "drawbench",
+        "pickscore",
+        "toy-geneval",
+        "toy-ocr",
+        "toy-geneval-arena",
+        "toy-ocr-arena",
+    }
     assert {f.stem for f in files} == names  # file name = benchmark name
     assert names <= set(BENCHMARKS.names())
     geneval = BENCHMARKS.get("geneval")

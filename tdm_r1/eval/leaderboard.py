@@ -111,6 +111,7 @@ class Leaderboard:
             measured, with the paired 95% CI (``method``; ``significant`` = the CI excludes 0).
         ci: (measured model, column) -> (ci_low, ci_high).
         sources: reported source text -> whether it is secondary.
+        arena: training reward -> the RL method arena's table (``results/arena/<reward>.csv``).
     """
 
     table: pd.DataFrame
@@ -120,6 +121,7 @@ class Leaderboard:
     deltas: pd.DataFrame = field(default_factory=pd.DataFrame)
     ci: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     sources: dict[str, bool] = field(default_factory=dict)
+    arena: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     def measured(self) -> pd.DataFrame:
         return self.table[self.table["kind"] == "measured"]
@@ -253,7 +255,9 @@ def _reported(published: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[str, 
 
 def build(root: Path | None = None, published: Path | None = None) -> Leaderboard:
     """The leaderboard of every result under ``root`` plus ``published`` (default
-    ``<root>/reference/published.csv``)."""
+    ``<root>/reference/published.csv``) and the RL method arena's tables."""
+    from tdm_r1.eval.arena_table import read_tables
+
     root = root or default_results_dir()
     measured, dir_m, in_domain, ci = _measured(root)
     reported, dir_r, sources = _reported(load_published(published or published_path(root)))
@@ -270,6 +274,7 @@ def build(root: Path | None = None, published: Path | None = None) -> Leaderboar
         deltas=_deltas(table, metrics, root),
         ci=ci,
         sources=sources,
+        arena=read_tables(root),
     )
 
 

@@ -139,6 +139,17 @@ def to_markdown(lb: Leaderboard) -> str:
                 ]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
+    if lb.arena:
+        from tdm_r1.eval.arena_table import to_markdown as arena_markdown
+
+        lines += [
+            "## RL method arena",
+            "",
+            "Written by `tdmbench arena` (`results/arena/arena.md` has the curves and image grids): RL methods "
+            "trained from the toy models at an equal reward-evaluation budget, each paired against its start model.",
+            "",
+            *arena_markdown(lb.arena, level=3),
+        ]
     trained = training_notes(lb)
     if trained:
         lines += ["## How the measured RL models were trained", ""]

@@ -128,6 +128,31 @@ def _runs_html(runs_root: Path, out: Path, limit: int = 6) -> str:
     return f"<h2>Training runs: reward curves</h2>\n{''.join(figs)}"
 
 
+def _arena_html(lb: Leaderboard, root: Path, out: Path) -> str:
+    """The RL method arena: its tables, and its curves and image grids copied next to the page."""
+    if not lb.arena:
+        return ""
+    from tdm_r1.eval.arena_table import ARENA_DIR, to_html
+
+    figs = []
+    for reward in lb.arena:
+        for kind in ("curves", "grid"):
+            src = root / ARENA_DIR / f"{reward}.{kind}.png"
+            if src.is_file():
+                (out / "arena").mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, out / "arena" / src.name)
+                figs.append(
+                    f'<figure><img src="arena/{html.escape(src.name)}" alt="arena {html.escape(reward)} {kind}" '
+                    f'style="max-width:900px"><figcaption>trained on toy {html.escape(reward)}: {kind}</figcaption></figure>'
+                )
+    return (
+        "<h2>RL method arena</h2><p>RL methods trained from the toy models at an equal reward-evaluation "
+        "budget (<code>tdmbench arena</code>); each delta is paired against the run's start model (95% CI). "
+        "The image grids show what the means hide: blur, collapse, reward hacking.</p>"
+        f"{to_html(lb.arena)}{''.join(figs)}"
+    )
+
+
 def _thumbnail(src: Path, dest: Path, size: int) -> None:
     from PIL import Image
 
@@ -217,6 +242,7 @@ def write_report(
     )
     grids = _grids_html(root, out, ImageCache(cache_root), n_prompts, thumb_size)
     runs = _runs_html(runs_root if runs_root is not None else runs_dir(), out)
+    arena = _arena_html(lb, root, out)
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>tdmbench report</title>
 <style>{STYLE}</style></head>
@@ -231,6 +257,7 @@ template hash and images per prompt); toy-world rows are not comparable to publi
 <h2>Measured models</h2>
 {_leaderboard_html(lb, "measured")}
 {runs}
+{arena}
 <h2>Images</h2>
 {grids}
 <h2>Figures</h2>
