@@ -247,3 +247,37 @@ def test_arena_end_to_end_on_the_shipped_toy_models(tmp_path: Path) -> None:
     assert "dgpo @ toy-4step" in (arena / "arena.md").read_text()
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "done (same config), skipped" in again.output
+
+
+def test_the_report_page_shows_the_arena_tables_and_figures(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from tdm_r1.eval.report import write_report
+
+    row = {
+        "reward": "geneval",
+        "method": "tdm-r1",
+        "model": "toy-4step",
+        "run": "r",
+        "status": "ok",
+        "error": "",
+        "budget": 64,
+        "epochs": 1,
+        "reward_evals": 64,
+        "train_images": 64,
+        "in_suite": "toy-geneval-arena",
+        "in_metric": "overall",
+        "ood_suite": "toy-ocr-arena",
+        "ood_metric": "ocr",
+        "wall_clock_s": 3.0,
+        "peak_mem_mb": 800.0,
+        **_fake_measure(None, None, None, None, None),  # type: ignore[arg-type]
+    }
+    path = table_path(tmp_path, "geneval")
+    path.parent.mkdir(parents=True)
+    arena_run.upsert(pd.DataFrame(columns=list(row)), row).to_csv(path, index=False)
+    Image.new("RGB", (8, 8), "white").save(path.parent / "geneval.curves.png")
+    page = write_report(tmp_path, runs_root=tmp_path / "no-runs").read_text()
+    assert '<table class="arena" data-reward="geneval">' in page and "tdm-r1 @ toy-4step" in page
+    assert 'src="arena/geneval.curves.png"' in page
+    assert (tmp_path / "report" / "arena" / "geneval.curves.png").is_file()
