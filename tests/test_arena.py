@@ -46,7 +46,7 @@ def test_every_cell_trains_its_method_from_its_model_with_its_reward_at_the_budg
     assert set(cfg.rewards) == {cell.reward}
     assert cfg.max_epochs * cfg.samples_per_epoch == 2048  # the equal budget, in reward evaluations
     assert cfg.register_as is None and cfg.eval_benchmarks == [] and cfg.max_minutes == 0
-    assert cfg.run_dir() == tmp_path / cell.reward / cell.slug
+    assert cfg.run_dir() == tmp_path / cell.reward / f"{cell.slug}-b2048"
 
 
 def test_a_budget_that_is_not_whole_epochs_is_refused_before_anything_runs(tmp_path: Path) -> None:

@@ -108,8 +108,9 @@ def select_cells(
 def cell_config(cell: Cell, budget: int, runs_root: Path) -> Any:
     """The cell's resolved :class:`~tdm_r1.train.config.TrainConfig` at ``budget`` reward evaluations.
 
-    The preset's recipe is kept; the arena sets only the work bound (epochs), the run folder, no
-    time cap, no registration and no in-training evaluation (the arena evaluates the final model).
+    The preset's recipe is kept; the arena sets only the work bound (epochs), the run folder (one
+    per budget: a run is never resumed into another budget), no time cap, no registration and no
+    in-training evaluation (the arena evaluates the final model).
     """
     from tdm_r1.train.config import load_train_config
 
@@ -123,7 +124,7 @@ def cell_config(cell: Cell, budget: int, runs_root: Path) -> Any:
         )
     overrides = [
         f"name={cell.run_name}",
-        f"output_dir={runs_root / cell.reward / cell.slug}",
+        f"output_dir={runs_root / cell.reward / f'{cell.slug}-b{budget}'}",
         f"max_epochs={budget // per_epoch}",
         "max_minutes=0",
         "register_as=null",

@@ -105,6 +105,12 @@ def to_markdown(tables: dict[str, pd.DataFrame], *, level: int = 2) -> list[str]
         if df.empty:
             continue
         first = df.iloc[0]
+        budgets = sorted({int(b) for b in df["budget"].dropna()})
+        if len(budgets) > 1:
+            lines += [
+                f"**Budgets differ between rows ({budgets}): these rows are not an equal-budget comparison.**",
+                "",
+            ]
         lines += [
             f"{h} RL method arena: trained on toy {reward}",
             "",
