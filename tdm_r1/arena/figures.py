@@ -1,7 +1,8 @@
 """The arena's figures: training curves per reward, and image grids (start models and trained cells).
 
 - ``results/arena/<reward>.curves.png``: the training reward (mean over each epoch's rollout
-  images, the reward the method optimises) against reward evaluations and against wall-clock,
+  images, the reward the method optimises; a trailing mean over 8 epochs drawn through the epoch
+  means) against reward evaluations and against wall-clock,
   one line per cell; below, the in-domain benchmark metric at the start and the end of each run
   at the model's own inference NFE. The two are different numbers (rollout sampler and partial
   credit vs the inference sampler and the benchmark's rule; ``rl-methods.md`` §8.2 pitfall 7).
@@ -18,6 +19,9 @@ import pandas as pd
 
 from tdm_r1.eval.plots import _pyplot, _save
 
+#: Epochs of the trailing mean drawn through the training-reward dots.
+SMOOTH = 8
+
 
 def plot_curves(table: pd.DataFrame, curves: pd.DataFrame, reward: str, out: Path) -> Path | None:
     ok = table[table["status"] == "ok"]
@@ -28,8 +32,12 @@ def plot_curves(table: pd.DataFrame, curves: pd.DataFrame, reward: str, out: Pat
     for (method, model), c in curves.groupby(["method", "model"], sort=False):
         label = f"{method} @ {model}"
         style = "-" if model == "toy-4step" else "--"
+        # Each epoch draws only 8 prompts, so the raw epoch mean swings with the prompts (the same
+        # prompts for every cell: one seeded stream); the line is a trailing mean over SMOOTH epochs.
+        smooth = c["train_reward"].rolling(SMOOTH, min_periods=1).mean()
         for ax, x in zip(axes[0], ("reward_evals", "wall_clock_s"), strict=True):
-            ax.plot(c[x], c["train_reward"], style, marker=".", label=label)
+            (line,) = ax.plot(c[x], smooth, style, label=label)
+            ax.plot(c[x], c["train_reward"], ".", color=line.get_color(), alpha=0.3)
         r = ok[(ok["method"] == method) & (ok["model"] == model)]
         if len(r):
             r = r.iloc[0]
@@ -48,15 +56,20 @@ def plot_curves(table: pd.DataFrame, curves: pd.DataFrame, reward: str, out: Pat
                     label=f"{label} ({int(r['nfe'])} NFE)",
                 )
     metric = f"{ok.iloc[0]['in_suite']} {ok.iloc[0]['in_metric']}"
-    axes[0][0].set_ylabel(f"training reward ({reward}, rollout mean)")
-    axes[1][0].set_ylabel(f"{metric} (own NFE; CI of the paired gain)")
+    axes[0][0].set_ylabel(f"training reward ({reward})")
+    axes[1][0].set_ylabel(metric)
     axes[1][0].set_xlabel("reward evaluations")
     axes[1][1].set_xlabel("training wall-clock (s, this machine)")
     for ax in axes.flat:
         ax.grid(alpha=0.3)
     axes[0][1].legend(fontsize=8, loc="best")
     axes[1][1].legend(fontsize=8, loc="best")
-    fig.suptitle(f"RL method arena, trained on toy {reward}: equal reward-evaluation budget")
+    fig.suptitle(
+        f"RL method arena, trained on toy {reward}, equal reward-evaluation budget\n"
+        f"top: rollout reward (dots: epoch mean; line: {SMOOTH}-epoch mean); bottom: {metric} at start and end, "
+        "own inference NFE, bar: 95% CI of the paired gain",
+        fontsize=10,
+    )
     path = _save(fig, out)
     plt.close(fig)
     return path
