@@ -72,8 +72,11 @@ def test_default_configs_per_model_method_and_reward() -> None:
 def test_method_flag_overrides_a_config_and_is_optional(monkeypatch: pytest.MonkeyPatch, runs) -> None:
     _, cfg = _resolved(monkeypatch, ["--config", "toy-flow-grpo-4step-ocr"])
     assert cfg.method_name == "flow-grpo"  # no --method: the config's method, not tdm-r1
-    _, cfg = _resolved(monkeypatch, ["--config", "toy-ocr", "--method", "dgpo"])
-    assert cfg.method_name == "dgpo" and cfg.name == "toy-4step-r1-ocr"  # an explicit config keeps its name
+    _, cfg = _resolved(monkeypatch, ["--config", "sd3.5m-ocr", "--method", "dgpo"])
+    # another method's config: a run folder of its own, and no registered name the preset did not have
+    assert (cfg.method_name, cfg.name, cfg.register_as) == ("dgpo", "sd3.5m-ocr-dgpo", None)
+    _, cfg = _resolved(monkeypatch, ["--config", "toy-dgpo-4step-ocr", "--method", "dgpo"])
+    assert cfg.name == "toy-4step-dgpo-ocr"  # the config's own method: its name is kept
     _, cfg = _resolved(monkeypatch, ["--reward", "ocr"])
     assert cfg.method_name == "tdm-r1" and cfg.name == "toy-4step-r1-ocr"
 

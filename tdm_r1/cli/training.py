@@ -125,6 +125,19 @@ def _method_name(method: str | None) -> str | None:
     return METHODS.canonical(method)
 
 
+def _own_run_name(config: str, method: str, name: str | None) -> dict[str, Any]:
+    """Flags that give a run of ``method`` on a config written for another method its own run folder
+    and registered model (``<config>-<method>``, or ``--name``), so that it neither resumes nor
+    overwrites that method's run."""
+    from tdm_r1.train.config import load_preset_tree, resolve_config_path
+
+    tree = load_preset_tree(config)
+    if (tree.get("method") or {}).get("name", "tdm-r1") == method:
+        return {}
+    own = name or f"{resolve_config_path(config).stem}-{method}"
+    return {"name": own, "register_as": own if tree.get("register_as") else None}
+
+
 @app.command("train")
 @friendly_errors
 def train_cmd(
@@ -169,10 +182,8 @@ def train_cmd(
         config = _default_train_config(model, reward or [], method or "tdm-r1")
         if config:
             typer.echo(f"config: presets/{config}.yaml (the default for this model, method and reward)")
-        if config and method not in (None, "tdm-r1") and not config.startswith(f"toy-{method}-"):
-            # TDM-R1's toy preset run by another method: its own run folder and registered name
-            own = name or f"{config}-{method}"
-            flags.update({"name": own, "register_as": own})
+    if config and method:
+        flags.update(_own_run_name(config, method, name))
     run_training(ctx, config, set_ or [], flags, num_processes=num_processes, dry_run=dry_run)
 
 
