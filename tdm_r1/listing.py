@@ -1,4 +1,4 @@
-"""Text tables for ``tdmbench ls`` (rewards, models, benchmarks, data, weights)."""
+"""Text tables for ``tdmbench ls`` (rewards, models, benchmarks, methods, data, weights)."""
 
 from __future__ import annotations
 
@@ -59,6 +59,8 @@ def render(kind: str) -> str:
             describe = getattr(e.obj, "describe", None)
             rows.append({"name": e.name, **(describe() if callable(describe) else {})})
         return _table(rows)
+    if kind == "method":
+        return _table(method_rows())
     if kind == "data":
         from tdm_r1 import data
         from tdm_r1.errors import MissingDataError
@@ -90,4 +92,41 @@ def render(kind: str) -> str:
             for w in (e.obj for e in weights.MANIFEST.entries())
         ]
         return _table(rows)
-    raise UnknownNameError(f"cannot list {kind!r}: choose rewards, models, benchmarks, data or weights")
+    raise UnknownNameError(
+        f"cannot list {kind!r}: choose rewards, models, benchmarks, methods, data or weights"
+    )
+
+
+def toy_presets_by_method() -> dict[str, list[str]]:
+    """Shipped ``toy-*`` training presets grouped by the method they train. A preset without rewards
+    (``toy-r1``: the reward comes from ``--reward``) counts for its configured method, unless its
+    groups hold one image, which no reward can rank: then it is distillation (``toy-distill``)."""
+    from tdm_r1.train.config import PRESETS_DIR, load_train_config
+
+    out: dict[str, list[str]] = {}
+    for path in sorted(PRESETS_DIR.glob("toy-*.yaml")):
+        cfg = load_train_config(path)
+        name = cfg.method_name if cfg.rewards or cfg.rollout.group_size < 2 else cfg.method.name
+        out.setdefault(name, []).append(path.stem)
+    return out
+
+
+def method_rows() -> list[dict[str, Any]]:
+    """One row per registered training method: reward or not, rollout kind, summary, toy presets."""
+    from tdm_r1.registry import METHODS
+
+    presets = toy_presets_by_method()
+    rows = []
+    for e in METHODS.entries():
+        cls = e.obj
+        doc = (cls.__doc__ or "").replace("``", "`").strip().splitlines()
+        rows.append(
+            {
+                "name": e.name,
+                "reward": "yes" if getattr(cls, "uses_reward", True) else "no",
+                "rollout": getattr(cls, "rollout_kind", "ode"),
+                "description": doc[0] if doc else "",
+                "toy presets": ", ".join(presets.get(e.name, [])) or "-",
+            }
+        )
+    return rows

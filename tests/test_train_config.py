@@ -18,8 +18,15 @@ BEFORE = json.loads((Path(__file__).parent / "golden" / "presets_resolved.json")
 RENAMED = {f"sd3.5m-{r}-8gpu": f"sd3.5m-{r}" for r in ("ocr", "geneval", "hps", "imagereward")}
 #: Fields added since the record (issue 14's methods), with defaults that change no recorded run.
 ADDED = {"method": {"name": "tdm-r1", "flow_grpo": ..., "diffusionnft": ..., "dgpo": ...}}
-#: Presets added since the record: the arena cells, `toy-<method>-<teacher|4step>-<reward>`.
-NEW = {
+#: The SD3.5-Medium recipes of the other RL methods, `sd3.5m-<method>-<reward>[-1gpu]`.
+RL_SD35 = {
+    f"sd3.5m-{m}-{r}{gpu}"
+    for m in ("flow-grpo", "diffusionnft", "dgpo")
+    for r in ("geneval", "ocr")
+    for gpu in ("", "-1gpu")
+}
+#: Presets added since the record: the arena cells, `toy-<method>-<teacher|4step>-<reward>`, and RL_SD35.
+NEW = RL_SD35 | {
     "toy-flow-grpo-teacher-geneval",
     "toy-flow-grpo-4step-geneval",
     "toy-diffusionnft-teacher-geneval",
@@ -60,7 +67,7 @@ def test_shipped_presets_load(path: Path) -> None:
         check_world(cfg, 8)  # the public recipes on 8 GPUs
     if cfg.rewards:
         assert cfg.rollout.group_size >= 2
-    if path.stem.startswith("sd3.5m"):
+    if path.stem.startswith("sd3.5m") and cfg.method.name == "tdm-r1":
         # the public recipe: lr 3e-4 (generator lr/4), tdm_weight 0.3, two boundaries per micro-batch
         assert cfg.optim.lr == 3e-4 and cfg.optim.generator_lr_scale == 0.25
         assert cfg.method.tdm_weight == 0.3 and cfg.method.num_train_timesteps == 2
@@ -82,6 +89,77 @@ def test_public_ocr_and_geneval_knobs() -> None:
     assert ir.method.trunc_steps == 2 and ir.method.clip_range == 2e-3
     one = load_train_config("sd3.5m-geneval-1gpu")  # the recipe with a one-card batch
     assert (one.samples_per_epoch, one.method.micro_batch, one.method.rl_cfg) == (192, 6, 2.5)
+
+
+def _knobs(cfg, section: str, keys: str) -> dict:
+    """``cfg.method.<section>``'s fields named in ``keys`` (space-separated)."""
+    return {k: getattr(getattr(cfg.method, section), k) for k in keys.split()}
+
+
+def test_rl_method_recipes_carry_the_public_knobs() -> None:
+    """The SD3.5-M recipes of Flow-GRPO, DiffusionNFT and DGPO (rl-methods.md sections 2-4)."""
+    for reward in ("geneval", "ocr"):
+        fg = load_train_config(f"sd3.5m-flow-grpo-{reward}")
+        assert (fg.method_name, fg.model.name, fg.rewards) == ("flow-grpo", "sd3.5-medium", {reward: 1.0})
+        got = _knobs(fg, "flow_grpo", "rollout_steps noise_level clip_range beta_kl guidance")
+        assert got == {
+            "rollout_steps": 10,
+            "noise_level": 0.7,
+            "clip_range": 1e-4,
+            "beta_kl": 0.04,
+            "guidance": None,
+        }
+        # 1152 samples, 9 per GPU on 8 GPUs, two optimiser updates per epoch
+        assert (fg.samples_per_epoch, fg.method.micro_batch // 8) == (1152, 9)
+        assert fg.samples_per_epoch // fg.method.micro_batch // fg.optim.grad_accum == 2
+        one = load_train_config(f"sd3.5m-flow-grpo-{reward}-1gpu")  # the public 1-GPU geometry
+        geometry = (
+            one.rollout.group_size,
+            one.method.micro_batch,
+            one.samples_per_epoch,
+            one.optim.grad_accum,
+        )
+        assert geometry == (8, 8, 64, 4)
+
+        nft = load_train_config(f"sd3.5m-diffusionnft-{reward}")
+        got = _knobs(nft, "diffusionnft", "rollout_steps beta kl_beta decay_type")
+        beta, decay, accum = (1.0, 1, 0) if reward == "geneval" else (0.1, 2, 8)
+        assert got == {"rollout_steps": 10, "beta": beta, "kl_beta": 1e-4, "decay_type": decay}
+        assert (nft.samples_per_epoch, nft.method.micro_batch // 8, nft.optim.grad_accum) == (1152, 9, accum)
+
+        dg = load_train_config(f"sd3.5m-dgpo-{reward}")
+        got = _knobs(dg, "dgpo", "beta_dpo clip_range kl_beta num_train_timesteps ref_guidance")
+        assert got == {
+            "beta_dpo": 100,
+            "clip_range": 1e-2,
+            "kl_beta": 0.02,
+            "num_train_timesteps": 4,
+            "ref_guidance": 1,
+        }
+        trunc, switch, std = (4, 500, "group") if reward == "geneval" else (6, 200, "global")
+        assert (dg.method.dgpo.trunc_steps, dg.method.dgpo.switch_ema_ref, dg.method.adv_std) == (
+            trunc,
+            switch,
+            std,
+        )
+        assert (dg.samples_per_epoch, dg.rollout.group_size) == (128, 16)
+        assert (dg.model.lora_rank, dg.model.lora_alpha) == (64, 128)
+        for cfg in (fg, nft, dg):
+            assert cfg.optim.lr == 3e-4 and cfg.model.teacher is None and cfg.model.height == 512
+
+
+@pytest.mark.parametrize("name", sorted(RL_SD35))
+def test_rl_method_recipes_pass_the_dry_run(name: str) -> None:
+    """``tdmbench train --config NAME --dry-run`` on 8 processes (1 for ``-1gpu``): names, shapes, method checks."""
+    from typer.testing import CliRunner
+
+    from tdm_r1.cli import app
+
+    n = "1" if name.endswith("-1gpu") else "8"
+    result = CliRunner().invoke(app, ["train", "--config", name, "--dry-run", "--num-processes", n])
+    assert result.exit_code == 0, result.output
+    method = name.removeprefix("sd3.5m-").rsplit("-", 2 if n == "1" else 1)[0]
+    assert f"config OK ({name}, method {method})" in result.output and f"x {n});" in result.output
 
 
 def test_preset_names_resolve_with_did_you_mean() -> None:

@@ -14,9 +14,9 @@ from tdm_r1.errors import TdmError
 @app.command("ls")
 @friendly_errors
 def ls_cmd(
-    kind: Annotated[str, typer.Argument(help="rewards | models | benchmarks | data | weights")],
+    kind: Annotated[str, typer.Argument(help="rewards | models | benchmarks | methods | data | weights")],
 ) -> None:
-    """List registered rewards, models, benchmarks, data files or weight files."""
+    """List registered rewards, models, benchmarks, training methods, data files or weight files."""
     from tdm_r1 import listing
 
     typer.echo(listing.render(kind))

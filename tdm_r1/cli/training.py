@@ -87,17 +87,55 @@ def _run_flags(
     return {"name": name, "max_minutes": max_minutes, "max_epochs": max_epochs, "model.device": device}
 
 
-def _default_train_config(model: str | None, rewards: list[str]) -> str | None:
-    """``presets/toy-<reward>.yaml`` for the toy world (the default model), else None."""
+#: Toy models with shipped method presets: ``toy-<method>-<tag>-<reward>``.
+_TOY_TAGS = {"toy-4step": "4step", "toy-teacher": "teacher"}
+
+
+def _default_train_config(model: str | None, rewards: list[str], method: str = "tdm-r1") -> str | None:
+    """The shipped preset a toy run starts from when no ``--config`` is given, else None.
+
+    On a toy model (``toy-4step``, the default, or ``toy-teacher``) with one reward: the method's
+    arena preset ``toy-<method>-<4step|teacher>-<reward>`` when it exists; on ``toy-4step`` otherwise
+    ``toy-<reward>`` (TDM-R1's own toy preset), else ``toy-r1`` (``--method`` still sets the method).
+    """
     from tdm_r1.rewards.base import parse_reward_specs
     from tdm_r1.train.config import PRESETS_DIR
 
-    if model not in (None, "toy-4step"):
+    tag = _TOY_TAGS.get(model or "toy-4step")
+    if tag is None:
         return None
     names = list(parse_reward_specs(rewards)) if rewards else []
+    if len(names) == 1 and method != "tdm-r1":
+        preset = f"toy-{method}-{tag}-{names[0]}"
+        if (PRESETS_DIR / f"{preset}.yaml").is_file():
+            return preset
+    if tag != "4step":
+        return None
     if len(names) == 1 and (PRESETS_DIR / f"toy-{names[0]}.yaml").is_file():
         return f"toy-{names[0]}"
     return "toy-r1"
+
+
+def _method_name(method: str | None) -> str | None:
+    """``--method`` as its registered name (None = not given); an unknown one is the registry's error."""
+    if method is None:
+        return None
+    from tdm_r1.registry import METHODS
+
+    return METHODS.canonical(method)
+
+
+def _own_run_name(config: str, method: str, name: str | None) -> dict[str, Any]:
+    """Flags that give a run of ``method`` on a config written for another method its own run folder
+    and registered model (``<config>-<method>``, or ``--name``), so that it neither resumes nor
+    overwrites that method's run."""
+    from tdm_r1.train.config import load_preset_tree, resolve_config_path
+
+    tree = load_preset_tree(config)
+    if (tree.get("method") or {}).get("name", "tdm-r1") == method:
+        return {}
+    own = name or f"{resolve_config_path(config).stem}-{method}"
+    return {"name": own, "register_as": own if tree.get("register_as") else None}
 
 
 @app.command("train")
@@ -109,6 +147,14 @@ def train_cmd(
         str | None, typer.Option("--model", "-m", help="Generator preset (default toy-4step).")
     ] = None,
     config: ConfigOpt = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            help="Training method (`tdmbench ls methods`): tdm-r1 (default, or the config's), flow-grpo, "
+            "diffusionnft, dgpo.",
+        ),
+    ] = None,
     set_: SetOpt = None,  # type: ignore[assignment]
     name: NameOpt = None,
     max_minutes: MaxMinutesOpt = None,
@@ -117,7 +163,7 @@ def train_cmd(
     num_processes: NumProcOpt = 1,
     dry_run: DryRunOpt = False,
 ) -> None:
-    """TDM-R1: RL post-training of a few-step generator with any (non-differentiable) reward."""
+    """RL post-training with any (non-differentiable) reward: TDM-R1 on a few-step generator, or --method."""
     from tdm_r1.errors import ConfigError
     from tdm_r1.rewards.base import parse_reward_specs
 
@@ -125,12 +171,19 @@ def train_cmd(
         raise ConfigError(
             "give a reward (--reward ocr, --reward ocr=0.7 --reward pickscore=0.3) or a --config"
         )
+    method = _method_name(method)
     flags = {
         "rewards": parse_reward_specs(reward) if reward else None,
         "model.name": model,
+        "method.name": method,
         **_run_flags(name, max_minutes, max_epochs, device),
     }
-    config = config or _default_train_config(model, reward or [])
+    if not config:
+        config = _default_train_config(model, reward or [], method or "tdm-r1")
+        if config:
+            typer.echo(f"config: presets/{config}.yaml (the default for this model, method and reward)")
+    if config and method:
+        flags.update(_own_run_name(config, method, name))
     run_training(ctx, config, set_ or [], flags, num_processes=num_processes, dry_run=dry_run)
 
 
