@@ -281,3 +281,19 @@ def test_the_report_page_shows_the_arena_tables_and_figures(tmp_path: Path) -> N
     assert '<table class="arena" data-reward="geneval">' in page and "tdm-r1 @ toy-4step" in page
     assert 'src="arena/geneval.curves.png"' in page
     assert (tmp_path / "report" / "arena" / "geneval.curves.png").is_file()
+
+
+def test_the_start_is_the_start_weights_sampled_as_the_trained_model_samples(tmp_path: Path) -> None:
+    """DiffusionNFT exports a CFG-free sampler of the CFG teacher: its start is the teacher without CFG."""
+    from tdm_r1.models.base import save_preset_file
+    from tdm_r1.registry import MODELS
+
+    teacher = MODELS.get("toy-teacher")
+    final = tmp_path / "final"
+    final.mkdir()
+    save_preset_file(teacher.with_overrides(name="run", guidance=1.0), final / "preset.json")
+    start = arena_run.start_model(Cell("diffusionnft", "toy-teacher", "geneval"), final)
+    assert start.name == "toy-teacher-50steps-cfg1" and start.sampling.guidance == 1.0
+    assert start.sampling.nfe == 50 and start.hub_id == teacher.hub_id and start.lora is None
+    save_preset_file(teacher.with_overrides(name="run"), final / "preset.json")
+    assert arena_run.start_model(Cell("dgpo", "toy-teacher", "geneval"), final) == "toy-teacher"

@@ -78,7 +78,11 @@ def plot_curves(table: pd.DataFrame, curves: pd.DataFrame, reward: str, out: Pat
 def _grid_rows(table: pd.DataFrame) -> list[tuple[str, str]]:
     """(row label, model name in the eval files): start models first, then the trained cells."""
     ok = table[table["status"] == "ok"]
-    starts = list(dict.fromkeys(ok["model"]))
+    starts = list(
+        dict.fromkeys(
+            s if isinstance(s, str) else m for s, m in zip(ok["start_model"], ok["model"], strict=True)
+        )
+    )
     return [(f"{m} (start)", m) for m in starts] + [
         (f"{r['method']} @ {r['model']}", str(r["run"])) for _, r in ok.iterrows()
     ]

@@ -123,6 +123,24 @@ def _evaluate(model: Any, reward: str, paths: ArenaPaths, batch_size: int, progr
     return {r.benchmark: r for r in results}
 
 
+def start_model(cell: Cell, final: Path) -> Any:
+    """The run's start weights sampled the way the trained model samples, so that the delta is what
+    training did: the registered start model when the sampling is the same; otherwise (DiffusionNFT
+    exports a CFG-free sampler of the CFG teacher) the start model with the trained model's sampling,
+    named ``<model>-<steps>steps-cfg<guidance>`` (the CFG start model is then another row's start)."""
+    import dataclasses
+
+    from tdm_r1.models.base import load_preset_file
+    from tdm_r1.registry import MODELS
+
+    registered = MODELS.get(cell.model)
+    sampling = load_preset_file(final / "preset.json").sampling
+    if sampling == registered.sampling:
+        return cell.model
+    name = f"{cell.model}-{sampling.steps}steps-cfg{sampling.guidance:g}"
+    return dataclasses.replace(registered, name=name, sampling=sampling)
+
+
 def _summary_value(result: Any, metric: str) -> tuple[float, float]:
     rows = result.summary[result.summary["metric"] == metric]
     if rows.empty:
@@ -139,11 +157,12 @@ def measure_cell(cell: Cell, cfg: Any, paths: ArenaPaths, batch_size: int, progr
     if not (final / "preset.json").is_file():
         raise RuntimeError(f"{final}/preset.json is missing: the run did not finish")
     trained = _evaluate(final, cell.reward, paths, batch_size, progress)
-    start = _evaluate(cell.model, cell.reward, paths, batch_size, progress)
-    row: dict[str, Any] = {}
+    base = start_model(cell, final)
+    start = _evaluate(base, cell.reward, paths, batch_size, progress)
+    row: dict[str, Any] = {"start_model": base if isinstance(base, str) else base.name}
     for side, (suite, metric) in zip(("in", "ood"), SUITES[cell.reward], strict=True):
         value, nfe = _summary_value(trained[suite], metric)
-        base, start_nfe = _summary_value(start[suite], metric)
+        before, start_nfe = _summary_value(start[suite], metric)
         d = compare(
             read_values(suite, trained[suite].model, paths.evals),
             read_values(suite, start[suite].model, paths.evals),
@@ -152,7 +171,7 @@ def measure_cell(cell: Cell, cfg: Any, paths: ArenaPaths, batch_size: int, progr
         row |= {
             f"{side}_suite": suite,
             f"{side}_metric": metric,
-            f"{side}_start": base,
+            f"{side}_start": before,
             f"{side}_value": value,
             f"{side}_delta": d.delta,
             f"{side}_ci_low": d.ci_low,

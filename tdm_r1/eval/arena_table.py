@@ -2,7 +2,8 @@
 
 One row per arena cell (method x start model) for one training reward: the in-domain and
 out-of-domain metric of the trained model at its own inference NFE, each with the paired delta
-against its start model (same prompts and seeds) and its 95% CI, and what the training cost:
+against its start model (the start weights sampled as the trained model samples, ``start_model``;
+same prompts and seeds) and its 95% CI, and what the training cost:
 reward evaluations (the equal budget), training images, wall-clock and peak memory. A cell that
 failed keeps its row with ``status = "error"`` and the error. ``tdmbench arena`` writes the
 files; the leaderboard and the report render them.
@@ -32,6 +33,7 @@ COLUMNS: tuple[str, ...] = (
     "reward_evals",
     "train_images",
     "nfe",
+    "start_model",
     "start_nfe",
     "in_suite",
     "in_metric",
@@ -87,6 +89,13 @@ def _sig(value: Any) -> bool | None:
     return str(value).strip().lower() in ("true", "1", "1.0")
 
 
+def row_label(r: pd.Series) -> str:
+    """``method @ model``, and the start it is paired with when that is sampled otherwise."""
+    label = f"{r['method']} @ {r['model']}"
+    start = r.get("start_model")
+    return f"{label} (vs {start})" if isinstance(start, str) and start and start != r["model"] else label
+
+
 def _delta_cells(r: pd.Series, side: str) -> list[str]:
     delta = r[f"{side}_delta"]
     return [
@@ -116,8 +125,9 @@ def to_markdown(tables: dict[str, pd.DataFrame], *, level: int = 2) -> list[str]
             "",
             f"Equal budget: {int(first['budget'])} reward evaluations per run. In-domain: "
             f"{first['in_suite']} {first['in_metric']}; out-of-domain: {first['ood_suite']} "
-            f"{first['ood_metric']}; each at the model's own inference NFE, paired against the model "
-            "the run started from (same prompts and seeds), 95% CI. Wall-clock: training epochs on this "
+            f"{first['ood_metric']}; each at the model's own inference NFE, paired against the weights "
+            "the run started from sampled the same way (same NFE and CFG, same prompts and seeds), 95% CI. "
+            "Wall-clock: training epochs on this "
             "machine (model loading and evaluation excluded); peak memory: the training process.",
             "",
             "| method @ start | NFE | in-domain start → end | Δ | 95% CI | verdict | out-of-domain start → end "
@@ -125,7 +135,7 @@ def to_markdown(tables: dict[str, pd.DataFrame], *, level: int = 2) -> list[str]
             "|---|---:|---|---:|---|---|---|---:|---|---|---:|---:|---:|---:|",
         ]
         for _, r in df.iterrows():
-            name = f"{r['method']} @ {r['model']}"
+            name = row_label(r)
             if r["status"] != "ok":
                 lines.append(f"| {name} | | error: {r['error']} | | | | | | | | | | | |")
                 continue
@@ -159,7 +169,7 @@ def to_html(tables: dict[str, pd.DataFrame]) -> str:
         )
         body = []
         for _, r in df.iterrows():
-            name = html.escape(f"{r['method']} @ {r['model']}")
+            name = html.escape(row_label(r))
             if r["status"] != "ok":
                 body.append(
                     f'<tr class="error"><td>{name}</td><td colspan="12">error: {html.escape(str(r["error"]))}</td></tr>'
