@@ -124,7 +124,7 @@ def image_grid(
     canvas = Image.new("RGB", (label_w + size * len(picked), head_h + size * len(rows)), "white")
     draw = ImageDraw.Draw(canvas)
     for j, pid in enumerate(picked):
-        draw.text((label_w + j * size + 2, 2), str(pid)[:15], fill="black")
+        draw.text((label_w + j * size + 2, 2), str(pid)[:18], fill="black")
     for i, (label, name) in enumerate(rows):
         y = head_h + i * size
         draw.text((4, y + size // 2 - 6), label[:30], fill="black")
