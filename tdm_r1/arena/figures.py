@@ -94,7 +94,7 @@ def image_grid(
     out: Path,
     *,
     n_prompts: int = 8,
-    size: int = 96,
+    size: int = 112,
     cache_root: Path | None = None,
 ) -> Path | None:
     """Sample 0 of ``n_prompts`` evenly spread in-domain prompts per model, as one PNG."""
