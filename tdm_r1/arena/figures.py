@@ -120,14 +120,14 @@ def image_grid(
     step = max(1, len(ids) // n_prompts)
     picked = ids[::step][:n_prompts]
     cache = ImageCache(cache_root)
-    label_w, head_h = 190, 16
+    label_w, head_h = 220, 16
     canvas = Image.new("RGB", (label_w + size * len(picked), head_h + size * len(rows)), "white")
     draw = ImageDraw.Draw(canvas)
     for j, pid in enumerate(picked):
         draw.text((label_w + j * size + 2, 2), str(pid)[:18], fill="black")
     for i, (label, name) in enumerate(rows):
         y = head_h + i * size
-        draw.text((4, y + size // 2 - 6), label[:30], fill="black")
+        draw.text((4, y + size // 2 - 6), label[:36], fill="black")
         df = frames.get(name)
         for j, pid in enumerate(picked):
             x = label_w + j * size
