@@ -123,6 +123,14 @@ def _fake_measure(cell: Cell, cfg, paths, batch_size, progress) -> dict:  # noqa
     }
 
 
+def _ok_row(cell: Cell) -> dict:
+    """A finished cell's row: the arena's own identity columns, one epoch of 64 evaluations, the
+    fake measurement above."""
+    stats = {"epochs": 1, "reward_evals": 64, "train_images": 64, "wall_clock_s": 4.0, "peak_mem_mb": 900.0}
+    measured = _fake_measure(cell, None, None, None, None)  # type: ignore[arg-type]
+    return arena_run._base_row(cell, "h", 64) | stats | measured | {"status": "ok", "error": ""}
+
+
 def test_a_failed_cell_is_recorded_the_grid_goes_on_and_done_cells_are_not_redone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -167,25 +175,7 @@ def test_the_error_line_of_a_failed_child_is_its_one_line_message() -> None:
 
 
 def test_arena_tables_render_in_the_leaderboard_with_verdicts_and_errors(tmp_path: Path) -> None:
-    ok = {
-        "reward": "ocr",
-        "method": "dgpo",
-        "model": "toy-4step",
-        "run": "r",
-        "status": "ok",
-        "error": "",
-        "budget": 64,
-        "epochs": 1,
-        "reward_evals": 64,
-        "train_images": 64,
-        "in_suite": "toy-ocr-arena",
-        "in_metric": "ocr",
-        "ood_suite": "toy-geneval-arena",
-        "ood_metric": "overall",
-        "wall_clock_s": 4.0,
-        "peak_mem_mb": 900.0,
-    }
-    ok |= _fake_measure(None, None, None, None, None)  # type: ignore[arg-type]
+    ok = _ok_row(Cell("dgpo", "toy-4step", "ocr"))
     err = {**ok, "method": "flow-grpo", "model": "toy-teacher", "status": "error", "error": "bad sampler"}
     table = arena_run.upsert(arena_run.upsert(pd.DataFrame(columns=list(ok)), ok), err)
     assert list(table["method"]) == ["flow-grpo", "dgpo"]  # the grid's order
@@ -254,25 +244,7 @@ def test_the_report_page_shows_the_arena_tables_and_figures(tmp_path: Path) -> N
 
     from tdm_r1.eval.report import write_report
 
-    row = {
-        "reward": "geneval",
-        "method": "tdm-r1",
-        "model": "toy-4step",
-        "run": "r",
-        "status": "ok",
-        "error": "",
-        "budget": 64,
-        "epochs": 1,
-        "reward_evals": 64,
-        "train_images": 64,
-        "in_suite": "toy-geneval-arena",
-        "in_metric": "overall",
-        "ood_suite": "toy-ocr-arena",
-        "ood_metric": "ocr",
-        "wall_clock_s": 3.0,
-        "peak_mem_mb": 800.0,
-        **_fake_measure(None, None, None, None, None),  # type: ignore[arg-type]
-    }
+    row = _ok_row(Cell("tdm-r1", "toy-4step", "geneval"))
     path = table_path(tmp_path, "geneval")
     path.parent.mkdir(parents=True)
     arena_run.upsert(pd.DataFrame(columns=list(row)), row).to_csv(path, index=False)

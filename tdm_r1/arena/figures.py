@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tdm_r1.eval.plots import _pyplot, _save
+from tdm_r1.eval.plots import pyplot, save_png
 
 #: Epochs of the trailing mean drawn through the training-reward dots.
 SMOOTH = 8
@@ -27,7 +27,7 @@ def plot_curves(table: pd.DataFrame, curves: pd.DataFrame, reward: str, out: Pat
     ok = table[table["status"] == "ok"]
     if curves.empty or ok.empty:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharey="row")
     for (method, model), c in curves.groupby(["method", "model"], sort=False):
         label = f"{method} @ {model}"
@@ -70,7 +70,7 @@ def plot_curves(table: pd.DataFrame, curves: pd.DataFrame, reward: str, out: Pat
         "own inference NFE, bar: 95% CI of the paired gain",
         fontsize=10,
     )
-    path = _save(fig, out)
+    path = save_png(fig, out)
     plt.close(fig)
     return path
 

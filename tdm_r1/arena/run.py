@@ -209,19 +209,19 @@ def _device() -> str:
 
 def run_cell(
     cell: Cell,
-    budget: int,
+    cfg: Any,
+    digest: str,
     paths: ArenaPaths,
     *,
     batch_size: int = 32,
     progress: bool = True,
     debug: bool = False,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Train, evaluate and measure one cell: (its table row, its training curve). Errors become the
-    row's ``status = error`` (with ``--debug`` they propagate)."""
-    cfg, digest = None, ""
+    """Train, evaluate and measure one cell (``cfg``: :func:`cell_config`, ``digest``: its
+    :func:`cell_hash`): (its table row, its training curve). Errors become the row's ``status =
+    error`` (with ``--debug`` they propagate)."""
+    budget = cfg.max_epochs * cfg.samples_per_epoch
     try:
-        cfg = cell_config(cell, budget, paths.runs)
-        digest = cell_hash(cfg, suite_versions(cell.reward))
         train_cell(cfg, debug=debug)
         stats = training_stats(cfg.run_dir())
         curve = stats.pop("curve")
@@ -293,10 +293,11 @@ def run_grid(
     for cell in bar:
         bar.set_postfix_str(f"{cell.reward}: {cell.label}")
         cfg = cell_config(cell, budget, paths.runs)
-        if is_done(tables[cell.reward], cell, cell_hash(cfg, suite_versions(cell.reward))):
+        digest = cell_hash(cfg, suite_versions(cell.reward))
+        if is_done(tables[cell.reward], cell, digest):
             echo(f"{cell.reward}: {cell.label}: done (same config), skipped")
             continue
-        row, curve = run_cell(cell, budget, paths, batch_size=batch_size, progress=progress, debug=debug)
+        row, curve = run_cell(cell, cfg, digest, paths, batch_size=batch_size, progress=progress, debug=debug)
         tables[cell.reward] = upsert(tables[cell.reward], row)
         atomic_write_text(
             table_path(paths.results, cell.reward),

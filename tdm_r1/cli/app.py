@@ -81,6 +81,11 @@ DeviceOpt = Annotated[
 _DEBUG = {"on": False}
 
 
+def debug_enabled() -> bool:
+    """Whether ``--debug`` (or ``TDMBENCH_DEBUG``) asked for tracebacks instead of one-line errors."""
+    return _DEBUG["on"]
+
+
 def friendly_errors(fn: F) -> F:
     """Turn every error a user can cause into one line (exit code 2) instead of a traceback.
 

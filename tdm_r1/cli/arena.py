@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tdm_r1.cli.app import _DEBUG, app, friendly_errors
+from tdm_r1.cli.app import app, debug_enabled, friendly_errors
 from tdm_r1.cli.evaluation import ResultsDirOpt
 
 
@@ -61,7 +61,7 @@ def arena_cmd(
         return
     from tdm_r1.arena.outputs import write_outputs
 
-    tables = run_grid(cells, budget, paths, batch_size=batch_size, debug=_DEBUG["on"], echo=typer.echo)
+    tables = run_grid(cells, budget, paths, batch_size=batch_size, debug=debug_enabled(), echo=typer.echo)
     for path in write_outputs(tables, paths):
         typer.echo(f"wrote {path}")
     failed = sum(int((t["status"] != "ok").sum()) for t in tables.values())

@@ -20,7 +20,8 @@ from tdm_r1.eval.leaderboard_md import arrow
 from tdm_r1.eval.results import file_stem
 
 
-def _pyplot():  # noqa: ANN202 - matplotlib module
+def pyplot():  # noqa: ANN202 - matplotlib module
+    """matplotlib.pyplot on the file-only Agg backend (no display on CI machines)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -29,7 +30,8 @@ def _pyplot():  # noqa: ANN202 - matplotlib module
     return plt
 
 
-def _save(fig, path: Path) -> Path:  # noqa: ANN001
+def save_png(fig, path: Path) -> Path:  # noqa: ANN001
+    """Write ``fig`` as a PNG atomically (a reader never sees half a file)."""
     import io
 
     from tdm_r1.eval.cache import atomic_write_bytes
@@ -41,7 +43,7 @@ def _save(fig, path: Path) -> Path:  # noqa: ANN001
 
 
 def bar_charts(lb: Leaderboard, out_dir: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     measured = lb.measured()
     for col in lb.metrics:
@@ -71,13 +73,13 @@ def bar_charts(lb: Leaderboard, out_dir: Path) -> list[Path]:
         ax.set_title(f"{bench}: {metric} ({arrow(lb.higher_is_better[col])} better)")
         ax.set_xlabel(metric)
         ax.grid(axis="x", alpha=0.3)
-        paths.append(_save(fig, out_dir / f"{file_stem(bench)}__{file_stem(metric)}.png"))
+        paths.append(save_png(fig, out_dir / f"{file_stem(bench)}__{file_stem(metric)}.png"))
         plt.close(fig)
     return paths
 
 
 def radar_charts(lb: Leaderboard, out_dir: Path) -> list[Path]:
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     measured = lb.measured().set_index("model")
     for model, entry in measured.iterrows():
@@ -122,7 +124,7 @@ def radar_charts(lb: Leaderboard, out_dir: Path) -> list[Path]:
         ax.set_ylim(0, 1.05)
         ax.set_title(f"{model}: in-domain (★) vs out-of-domain", fontsize=10)
         ax.legend(loc="lower left", bbox_to_anchor=(-0.15, -0.15), fontsize=7)
-        paths.append(_save(fig, out_dir / f"radar__{file_stem(model)}.png"))
+        paths.append(save_png(fig, out_dir / f"radar__{file_stem(model)}.png"))
         plt.close(fig)
     return paths
 
