@@ -195,15 +195,21 @@ def test_arena_tables_render_in_the_leaderboard_with_verdicts_and_errors(tmp_pat
 
 
 def test_peak_memory_is_measured_and_grows_with_an_allocation() -> None:
-    import torch
+    """In a fresh process: ``ru_maxrss`` is the process's peak so far, so in this test process an
+    allocation below an earlier test's peak would not move it."""
+    import subprocess
+    import sys
 
-    from tdm_r1.devices import peak_memory_mb
-
-    before = peak_memory_mb(torch.device("cpu"))
-    x = torch.ones(64 * 2**20)  # 256 MiB, touched
-    after = peak_memory_mb(torch.device("cpu"))
+    code = (
+        "import torch\n"
+        "from tdm_r1.devices import peak_memory_mb\n"
+        "before = peak_memory_mb(torch.device('cpu'))\n"
+        "x = torch.ones(64 * 2**20)  # 256 MiB, touched\n"
+        "print(before, peak_memory_mb(torch.device('cpu')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    before, after = (float(v) for v in out.split())
     assert before > 10 and after >= before + 200 and not math.isnan(after)
-    del x
 
 
 @pytest.mark.slow
