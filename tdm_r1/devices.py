@@ -73,11 +73,20 @@ def peak_memory_mb(device: torch.device) -> float:
     """Peak memory of this process so far, in MiB.
 
     On CUDA the allocator's peak (tensors only, what a batch size is limited by); elsewhere the
-    process's peak resident set size (``ru_maxrss``: weights, activations, Python and libraries),
-    the number a CPU run's memory limit is about. The two are not comparable with each other.
+    process's peak resident set size (weights, activations, Python and libraries), the number a CPU
+    run's memory limit is about. The two are not comparable with each other. On Linux it is this
+    address space's own peak (``VmHWM``): ``ru_maxrss`` also keeps the peak of the parent a child
+    was started from (across fork and exec), which would charge a spawned run with its parent.
     """
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
+    from pathlib import Path
+
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10  # kB
     import resource
     import sys
 
