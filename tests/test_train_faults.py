@@ -97,3 +97,17 @@ def test_checkpoint_every_zero_means_only_at_the_end(registered, tmp_path: Path)
     assert [p.name for p in checkpoint.complete(run / "checkpoints")] == ["step-00000002"]
     with pytest.raises(ConfigError, match="checkpoint_every must be >= 0"):
         trainkit.small_config(tmp_path, checkpoint_every=-1)
+
+
+def test_resume_sees_the_toy_task_order() -> None:
+    """The toy sampler draws tasks in the order of data.toy_tasks: the same weights in another order
+    draw other prompts, so a resume must not take them for the same config."""
+    from tdm_r1.train.resume import config_differences
+
+    old = {"data": {"toy_tasks": {"single_object": 1.0, "colors": 0.5}}, "seed": 0}
+    same = {"data": {"toy_tasks": {"single_object": 1.0, "colors": 0.5}}, "seed": 0}
+    swapped = {"data": {"toy_tasks": {"colors": 0.5, "single_object": 1.0}}, "seed": 0}
+    assert config_differences(old, same) == []
+    assert config_differences(old, swapped) == [
+        ("data.toy_tasks", [["single_object", 1.0], ["colors", 0.5]], [["colors", 0.5], ["single_object", 1.0]])
+    ]

@@ -26,6 +26,14 @@ ConfigOpt = Annotated[
 NameOpt = Annotated[str | None, typer.Option("--name", help="Run name (folder under ./runs).")]
 MaxMinutesOpt = Annotated[float | None, typer.Option("--max-minutes", min=0, help="Wall-clock budget.")]
 MaxEpochsOpt = Annotated[int | None, typer.Option("--max-epochs", min=1, help="Epoch budget.")]
+LabelsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels",
+        help="Offline likes: train the likes reward on a label database collected earlier on the "
+        "model's own samples (tdmbench label, or a run's likes.sqlite).",
+    ),
+]
 
 
 def run_training(
@@ -162,11 +170,15 @@ def train_cmd(
     device: DeviceOpt = None,
     num_processes: NumProcOpt = 1,
     dry_run: DryRunOpt = False,
+    labels: LabelsOpt = None,
 ) -> None:
     """RL post-training with any (non-differentiable) reward: TDM-R1 on a few-step generator, or --method."""
     from tdm_r1.errors import ConfigError
     from tdm_r1.rewards.base import parse_reward_specs
 
+    if labels is not None:
+        reward, label_sets = _offline_likes(reward, labels)
+        set_ = [*(set_ or []), *label_sets]
     if not reward and not config:
         raise ConfigError(
             "give a reward (--reward ocr, --reward ocr=0.7 --reward pickscore=0.3) or a --config"
@@ -185,6 +197,29 @@ def train_cmd(
     if config and method:
         flags.update(_own_run_name(config, method, name))
     run_training(ctx, config, set_ or [], flags, num_processes=num_processes, dry_run=dry_run)
+
+
+def _offline_likes(reward: list[str] | None, labels: Path) -> tuple[list[str], list[str]]:
+    """``--labels FILE``: the rewards (``likes`` when none is given) and the ``--set`` overrides that
+    point the likes reward at FILE, read-only, instead of an online database."""
+    from tdm_r1.errors import ConfigError
+    from tdm_r1.registry import REWARDS
+    from tdm_r1.rewards.base import parse_reward_specs
+
+    if not labels.is_file():
+        raise ConfigError(
+            f"--labels {labels}: no such file; give a label database (tdmbench label --db FILE, or a "
+            "training run's runs/NAME/likes.sqlite)"
+        )
+    reward = list(reward or ["likes"])
+    keys = [k for k in parse_reward_specs(reward) if REWARDS.canonical(k) == "likes"]
+    if not keys:
+        raise ConfigError(
+            f"--labels feeds the likes reward, which is not among --reward {' '.join(reward)}: "
+            "add --reward likes (with a weight to mix it with the others)"
+        )
+    key = keys[0]
+    return reward, [f"reward_options.{key}.labels={labels}", f"reward_options.{key}.db=null"]
 
 
 @app.command("distill")

@@ -40,12 +40,19 @@ ABSENT = "(absent)"
 SAFE_REWARD_OPTIONS = ("workers", "threads", "batch_size")
 
 
+#: Mappings whose order is part of the value: the toy prompt sampler draws tasks in this order, so
+#: the same weights written in another order draw other prompts.
+ORDERED = ("data.toy_tasks",)
+
+
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(d, dict):
         return {prefix.rstrip("."): d}
     out: dict[str, Any] = {}
     for k, v in d.items():
-        if isinstance(v, dict) and v:
+        if f"{prefix}{k}" in ORDERED and isinstance(v, dict):
+            out[f"{prefix}{k}"] = [[name, w] for name, w in v.items()]
+        elif isinstance(v, dict) and v:
             out.update(_flatten(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
