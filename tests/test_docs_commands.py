@@ -70,7 +70,7 @@ def _expand(cmd: str) -> list[list[str]]:
 
 @pytest.fixture
 def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> Path:
-    """A working folder with what the examples point at: ./my_images, ./images, prompts files,
+    """A working folder with what the examples point at: ./my_images, ./images, prompts files, a label database,
     the committed results (for leaderboard / report); runs and results stay inside it."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -84,6 +84,9 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) 
         '"include": [{"class": "dog", "count": 1}]}\n'
     )
     (tmp_path / "prompts.txt").write_text("a red circle\n")
+    from tdm_r1.label.db import LabelDB
+
+    LabelDB(tmp_path / "likes.sqlite").close()  # `train --labels likes.sqlite`: a label database
     shutil.copytree(REPO / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report", "plots"))
     return tmp_path
 

@@ -109,5 +109,9 @@ def test_resume_sees_the_toy_task_order() -> None:
     swapped = {"data": {"toy_tasks": {"colors": 0.5, "single_object": 1.0}}, "seed": 0}
     assert config_differences(old, same) == []
     assert config_differences(old, swapped) == [
-        ("data.toy_tasks", [["single_object", 1.0], ["colors", 0.5]], [["colors", 0.5], ["single_object", 1.0]])
+        (
+            "data.toy_tasks",
+            [["single_object", 1.0], ["colors", 0.5]],
+            [["colors", 0.5], ["single_object", 1.0]],
+        )
     ]
