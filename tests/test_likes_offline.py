@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+import trainkit
 import yaml
 from typer.testing import CliRunner
 
-import trainkit
 from tdm_r1.cli import app
 from tdm_r1.label.db import LabelDB
 
