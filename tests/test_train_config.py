@@ -25,7 +25,7 @@ RL_SD35 = {
     for r in ("geneval", "ocr")
     for gpu in ("", "-1gpu")
 }
-#: Presets added since the record: the arena cells, `toy-<method>-<teacher|4step>-<reward>`, and RL_SD35.
+#: Presets added since the record: the arena cells, `toy-<method>-<teacher|4step>-<reward>`, RL_SD35, likes on OCR.
 NEW = RL_SD35 | {
     "toy-flow-grpo-teacher-geneval",
     "toy-flow-grpo-4step-geneval",
@@ -37,6 +37,7 @@ NEW = RL_SD35 | {
     "toy-diffusionnft-teacher-ocr",
     "toy-dgpo-teacher-ocr",
     "toy-dgpo-4step-ocr",
+    "toy-likes-sim-ocr",  # issue 15: binary likes on toy OCR correctness
 }
 
 
