@@ -232,8 +232,10 @@ for _reward, _suffix in (("geneval", ""), ("ocr", ""), ("geneval", "-nosur"), ("
         )
     )
 # TDM-R1 from binary likes (issue 15): a simulated rater (likes-sim) likes an image when toy
-# GenEval judges it correct, each answer flipped with probability `noise`; one label per image
-for _noise, _labels, _epochs in (("00", 6400, 100), ("10", 6400, 100), ("25", 12800, 200)):
+# GenEval judges it correct, each answer flipped with probability `noise`; one label per image.
+# The 25% run scales the surrogate's learning rate by the labels' reliability (1 - 2 noise)^2:
+# its Adam optimiser takes steps of the same size whatever the labels' noise (docs/likes.md).
+for _noise, _extra in (("00", ""), ("10", ""), ("25", ", surrogate lr x0.25 = (1 - 2 x 0.25)^2")):
     register_preset(
         TOY_4STEP.with_overrides(
             name=f"toy-4step-r1-likes-n{_noise}",
@@ -243,8 +245,8 @@ for _noise, _labels, _epochs in (("00", 6400, 100), ("10", 6400, 100), ("25", 12
             few_step_base="toy-4step",
             in_domain=("geneval",),  # the rater's likes are toy GenEval correctness
             sources=(
-                f"TDM-R1 on toy-4step from {_labels:,} binary likes ({_epochs} epochs), likes-sim rater over "
-                f"toy GenEval correct with {int(_noise)}% label noise (tdmbench train --config toy-likes-sim)"
+                f"TDM-R1 on toy-4step from 6,400 binary likes (100 epochs), likes-sim rater over toy GenEval "
+                f"correct with {int(_noise)}% label noise{_extra} (tdmbench train --config toy-likes-sim)"
             ),
         )
     )
