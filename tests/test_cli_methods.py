@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from clikit import one_line_error
 from typer.testing import CliRunner
 
 from tdm_r1.cli import app
@@ -34,16 +35,6 @@ def _resolved(monkeypatch: pytest.MonkeyPatch, args: list[str]):
     assert result.exit_code == 0, result.output
     assert len(seen) == 1
     return result.output, seen[0]
-
-
-def _one_line_error(result, *needles: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def test_a_method_on_a_toy_model_starts_from_its_arena_preset(monkeypatch: pytest.MonkeyPatch, runs) -> None:
@@ -97,9 +88,9 @@ def test_another_method_on_tdm_r1s_toy_preset_gets_its_own_run_name(
 
 def test_an_unknown_method_is_one_line_naming_the_registered_ones(runs) -> None:
     result = runner.invoke(app, ["train", "--method", "nope", "--reward", "ocr", "--dry-run"])
-    line = _one_line_error(result, "Unknown method 'nope'", "tdmbench ls methods")
+    line = one_line_error(result, "Unknown method 'nope'", "tdmbench ls methods")
     assert all(m in line for m in METHODS)
-    line = _one_line_error(runner.invoke(app, ["train", "--method", "flow-gpro", "--reward", "ocr"]))
+    line = one_line_error(runner.invoke(app, ["train", "--method", "flow-gpro", "--reward", "ocr"]))
     assert "Did you mean 'flow-grpo'" in line
 
 
@@ -146,5 +137,5 @@ def test_an_incompatible_model_fails_before_any_compute(
     args: list[str], needles, dry: bool, runs: Path
 ) -> None:
     result = runner.invoke(app, ["train", *args, "--device", "cpu", *(["--dry-run"] if dry else [])])
-    _one_line_error(result, *needles)
+    one_line_error(result, *needles)
     assert not runs.exists()  # nothing was written, so nothing was loaded or run

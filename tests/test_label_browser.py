@@ -149,19 +149,6 @@ class _BrowserRater(threading.Thread):
             d.quit()
 
 
-@pytest.fixture
-def tiny_registered(tmp_path_factory: pytest.TempPathFactory):
-    from tdm_r1.registry import MODELS, REWARDS
-
-    names = trainkit.register(trainkit.tiny_pipeline_folder(tmp_path_factory.mktemp("tiny") / "pipe"))
-    yield
-    for n in names:
-        MODELS._entries.pop(n, None)
-        MODELS._alias.pop(n, None)
-    REWARDS._entries.pop("test-brightness", None)
-    REWARDS._alias.pop("test-brightness", None)
-
-
 def test_reward_waits_for_a_rater_clicking_in_the_browser(tmp_path: Path) -> None:
     """Fast variant of the online loop: a trainer-like loop of two epochs calls the reward (which
     blocks), a browser labels the groups, advantages come from the clicks."""
@@ -191,7 +178,7 @@ def test_reward_waits_for_a_rater_clicking_in_the_browser(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-def test_training_waits_for_a_rater_clicking_in_the_browser(tiny_registered: None, tmp_path: Path) -> None:
+def test_training_waits_for_a_rater_clicking_in_the_browser(registered: Path, tmp_path: Path) -> None:
     """The online loop end to end: the trainer's rollouts appear on the page, the trainer waits,
     a browser labels them, and the rewards the trainer learns from are those clicks (2 epochs)."""
     from tdm_r1.train.trainer import Trainer

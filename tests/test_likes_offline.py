@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import trainkit
 import yaml
+from clikit import one_line_error
 from typer.testing import CliRunner
 
 from tdm_r1.cli import app
@@ -16,16 +17,6 @@ from tdm_r1.label.db import LabelDB
 
 pytest.importorskip("fastapi")
 runner = CliRunner()
-
-
-def _one_line_error(result, *needles: str) -> str:
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def test_labels_resolve_to_the_offline_likes_reward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -54,37 +45,24 @@ def test_labels_resolve_to_the_offline_likes_reward(tmp_path: Path, monkeypatch:
 def test_labels_errors_are_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TDMBENCH_RUNS", str(tmp_path / "runs"))
     missing = tmp_path / "nope.sqlite"
-    _one_line_error(runner.invoke(app, ["train", "--labels", str(missing)]), "nope.sqlite", "no such file")
+    one_line_error(runner.invoke(app, ["train", "--labels", str(missing)]), "nope.sqlite", "no such file")
     db = tmp_path / "likes.sqlite"
     LabelDB(db).close()
-    _one_line_error(
+    one_line_error(
         runner.invoke(app, ["train", "--reward", "ocr", "--labels", str(db)]), "--reward likes", "ocr"
     )
     not_a_db = tmp_path / "notes.sqlite"
     not_a_db.write_text("hello")
     result = runner.invoke(app, ["train", "--labels", str(not_a_db), "--device", "cpu"])
-    _one_line_error(result, "notes.sqlite")
+    one_line_error(result, "notes.sqlite")
     assert not (tmp_path / "runs").exists()  # refused before any run folder was made
-
-
-@pytest.fixture
-def tiny(tmp_path_factory: pytest.TempPathFactory):
-    from tdm_r1.registry import MODELS, REWARDS
-
-    names = trainkit.register(trainkit.tiny_pipeline_folder(tmp_path_factory.mktemp("tiny") / "pipe"))
-    yield
-    for n in names:
-        MODELS._entries.pop(n, None)
-        MODELS._alias.pop(n, None)
-    REWARDS._entries.pop("test-brightness", None)
-    REWARDS._alias.pop("test-brightness", None)
 
 
 def _epochs(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_offline_replay_learns_from_the_online_runs_labels(tiny: None, tmp_path: Path) -> None:
+def test_offline_replay_learns_from_the_online_runs_labels(registered: Path, tmp_path: Path) -> None:
     """An online run labelled by a simulated rater (like with probability = brightness), then
     ``tdmbench train --labels`` on that database with the same config and seed: the replay
     regenerates the same images, scores every one from the stored labels, and learns from them."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from clikit import one_line_error
 from evalkit import CALLS, Kit, KitBrightness, kit_fixture  # noqa: F401 (fixture)
 from PIL import Image
 from typer.testing import CliRunner
@@ -28,17 +29,6 @@ from tdm_r1.weights import WeightFile
 
 runner = CliRunner()
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
-
-
-def _one_line_error(result, *needles: str) -> str:
-    """The run failed with exit code 2 and one ``error:`` line that contains every needle."""
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output, result.output
-    lines = [line for line in result.output.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.output
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
 
 
 def _bad_parameter(result, *needles: str) -> None:
@@ -74,7 +64,7 @@ def test_eval_takes_the_models_generate_takes(tmp_path: Path, monkeypatch: pytes
         assert result.exit_code == 0, (spec, result.output)
         assert "my-run on toy-geneval" in result.output
     result = runner.invoke(app, [*base, "--model", "runs/nope/final"])
-    _one_line_error(result, "runs/nope/final", "does not exist")
+    one_line_error(result, "runs/nope/final", "does not exist")
 
 
 def test_resolve_model_finds_runs_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,12 +142,12 @@ def test_score_checks_out_first_and_writes_rows_as_it_goes(
         return original(self, images, prompts, metadata)
 
     monkeypatch.setattr(JpegCompressibility, "score", counting)
-    _one_line_error(runner.invoke(app, [*base, "-o", str(tmp_path)]), "is a folder")
+    one_line_error(runner.invoke(app, [*base, "-o", str(tmp_path)]), "is a folder")
     assert calls == []
     if not IS_ROOT:  # root writes anywhere
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)
-        _one_line_error(runner.invoke(app, [*base, "-o", str(locked / "s.csv")]), "permission denied")
+        one_line_error(runner.invoke(app, [*base, "-o", str(locked / "s.csv")]), "permission denied")
         assert calls == []
     # a crash after the first batch keeps that batch; the rerun scores only the rest
     out = tmp_path / "s.csv"
@@ -241,14 +231,14 @@ def test_generate_checks_inputs_before_loading_and_keeps_out_uncreated(
     base = ["generate", "--model", "toy-4step", "--out", str(out)]
     folder = tmp_path / "prompts"
     folder.mkdir()
-    _one_line_error(runner.invoke(app, [*base, "--prompts", str(folder)]), "is a folder, not a file")
-    _one_line_error(runner.invoke(app, [*base, "--prompts", str(tmp_path / "none.txt")]), "does not exist")
+    one_line_error(runner.invoke(app, [*base, "--prompts", str(folder)]), "is a folder, not a file")
+    one_line_error(runner.invoke(app, [*base, "--prompts", str(tmp_path / "none.txt")]), "does not exist")
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("a caf\xe9 sign\n".encode("latin-1"))
-    _one_line_error(runner.invoke(app, [*base, "--prompts", str(bad)]), "latin1.txt:1", "UTF-8")
+    one_line_error(runner.invoke(app, [*base, "--prompts", str(bad)]), "latin1.txt:1", "UTF-8")
     nulls = tmp_path / "null.jsonl"
     nulls.write_text('{"prompt": null}\n')
-    _one_line_error(runner.invoke(app, [*base, "--prompts", str(nulls)]), "null.jsonl:1", "'prompt'")
+    one_line_error(runner.invoke(app, [*base, "--prompts", str(nulls)]), "null.jsonl:1", "'prompt'")
     assert not out.exists()
     _bad_parameter(runner.invoke(app, [*base, "--prompts", str(bad), "--batch-size", "0"]), "--batch-size")
     afile = tmp_path / "afile"
@@ -256,7 +246,7 @@ def test_generate_checks_inputs_before_loading_and_keeps_out_uncreated(
     good = tmp_path / "good.txt"
     good.write_text("a\n")
     result = runner.invoke(app, ["generate", "--model", "toy-4step", "-p", str(good), "-o", str(afile)])
-    _one_line_error(result, "is a file")
+    one_line_error(result, "is a file")
 
 
 # ------------------------------------------------------------------------- 10, 11, 12: eval runner
@@ -331,19 +321,19 @@ def test_cached_scores_outside_the_reward_range_are_recomputed(
 def test_bad_files_and_devices_are_one_line_errors(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("rollout:\n  group_size: [16\n")
-    line = _one_line_error(runner.invoke(app, ["train", "--config", str(cfg)]), "bad.yaml:", "invalid YAML")
+    line = one_line_error(runner.invoke(app, ["train", "--config", str(cfg)]), "bad.yaml:", "invalid YAML")
     assert "bad.yaml:2" in line or "bad.yaml:3" in line
     cfg.write_text("name: !!python/object/apply:os.system ['echo hi']\n")
-    _one_line_error(runner.invoke(app, ["train", "--config", str(cfg)]), "bad.yaml:1", "!!python")
+    one_line_error(runner.invoke(app, ["train", "--config", str(cfg)]), "bad.yaml:1", "!!python")
     cfg.write_bytes("name: caf\xe9\n".encode("latin-1"))
-    _one_line_error(runner.invoke(app, ["train", "--config", str(cfg)]), "bad.yaml:1", "UTF-8")
+    one_line_error(runner.invoke(app, ["train", "--config", str(cfg)]), "bad.yaml:1", "UTF-8")
     folder = _images(tmp_path / "imgs", 1)
     meta = tmp_path / "m.jsonl"
     meta.write_bytes('{"file": "0.png", "prompt": "caf\xe9"}\n'.encode("latin-1"))
     score = ["score", str(folder), "-r", "jpeg-compressibility", "-o", str(tmp_path / "o.csv")]
-    _one_line_error(runner.invoke(app, [*score, "-m", str(meta)]), "m.jsonl:1", "UTF-8")
+    one_line_error(runner.invoke(app, [*score, "-m", str(meta)]), "m.jsonl:1", "UTF-8")
     meta.write_text('{"file": "0.png", "prompt": null}\n')
-    _one_line_error(runner.invoke(app, [*score, "-m", str(meta)]), "m.jsonl:1", '"prompt" must be a string')
+    one_line_error(runner.invoke(app, [*score, "-m", str(meta)]), "m.jsonl:1", '"prompt" must be a string')
     _bad_parameter(runner.invoke(app, [*score, "--device", "gpu0"]), "gpu0", "not a torch device")
     if not torch.cuda.is_available():
         _bad_parameter(runner.invoke(app, [*score, "--device", "cuda"]), "no CUDA GPU")
@@ -373,7 +363,7 @@ def test_malformed_or_unknown_geneval_clauses_are_named(tmp_path: Path) -> None:
     for clause, text in cases:
         row = {"file": "0.png", "prompt": "p", "tag": "single_object", "include": [clause]}
         meta.write_text(json.dumps(row) + "\n")
-        _one_line_error(runner.invoke(app, base), "g.jsonl", text)
+        one_line_error(runner.invoke(app, base), "g.jsonl", text)
 
 
 def test_failed_writes_are_one_line(tmp_path: Path) -> None:
@@ -399,14 +389,14 @@ def test_numbers_are_checked_before_any_model_loads(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(trainer, "Trainer", None)  # any use would raise TypeError
     train = ["train", "--reward", "ocr"]
     for key in ("rollout.prompts_per_epoch=0", "rollout.batch_size=-1", "rollout.group_size=0"):
-        _one_line_error(runner.invoke(app, [*train, "--set", key]), key.split("=")[0], ">= 1")
+        one_line_error(runner.invoke(app, [*train, "--set", key]), key.split("=")[0], ">= 1")
     _bad_parameter(runner.invoke(app, [*train, "--max-epochs", "0"]), "--max-epochs")
-    _one_line_error(runner.invoke(app, [*train, "--set", "max_epochs=0"]), "max_epochs must be >= 1")
+    one_line_error(runner.invoke(app, [*train, "--set", "max_epochs=0"]), "max_epochs must be >= 1")
     _bad_parameter(runner.invoke(app, [*train, "--num-processes", "0"]), "--num-processes")
     _bad_parameter(runner.invoke(app, ["eval", "-m", "toy-4step", "--num-processes", "0"]), "--num-processes")
     _bad_parameter(runner.invoke(app, ["eval", "-m", "toy-4step", "--limit", "0"]), "--limit")
-    _one_line_error(runner.invoke(app, ["train", "--reward", "ocr=0"]), "every reward weight is 0")
-    _one_line_error(runner.invoke(app, ["train", "--reward", "ocr="]), "'ocr=' has '=' but no weight")
+    one_line_error(runner.invoke(app, ["train", "--reward", "ocr=0"]), "every reward weight is 0")
+    one_line_error(runner.invoke(app, ["train", "--reward", "ocr="]), "'ocr=' has '=' but no weight")
 
 
 def test_parse_reward_specs_rules() -> None:
@@ -447,7 +437,7 @@ def test_misleading_messages_now_say_what_to_do(tmp_path: Path) -> None:
     from tdm_r1.rewards.geneval import CLIP_WEIGHTS, MASK2FORMER_WEIGHTS
 
     result = runner.invoke(app, ["eval", "-m", "toy-4step", "--reward-option", "ocrfoo"])
-    line = _one_line_error(result, "--reward-option 'ocrfoo' must look like REWARD.KEY=VALUE")
+    line = one_line_error(result, "--reward-option 'ocrfoo' must look like REWARD.KEY=VALUE")
     assert "--set" not in line
     for wf in (MASK2FORMER_WEIGHTS, CLIP_WEIGHTS):
         assert "--reward-option geneval." in wf.how_to_provide()
