@@ -65,9 +65,8 @@ def recipe_changes(run: Path, preset: str) -> dict[str, object]:
     return {k: new for k, _, new in diffs if not k.startswith(NOT_TRAINING)}
 
 
-def labels_per_epoch(run: Path) -> tuple[int, int]:
-    """(labels in the database, labels per epoch: rollout images x raters)."""
-    c = yaml.safe_load((run / "config.yaml").read_text())
+def labels_per_epoch(run: Path, c: dict) -> tuple[int, int]:
+    """(labels in the run's database, labels per epoch: rollout images x raters); ``c`` is its config."""
     raters = int(c["reward_options"]["likes-sim"].get("raters", 1))
     per_epoch = int(c["rollout"]["prompts_per_epoch"]) * int(c["rollout"]["group_size"]) * raters
     with sqlite3.connect(f"file:{run / 'likes.sqlite'}?mode=ro", uri=True) as db:
@@ -107,7 +106,7 @@ def main() -> int:
         # the control ran the preset for its 100 epochs: only a run with the same generator settings,
         # at that epoch, is paired with it
         same_generator = set(changes) - {"max_epochs"} <= SURROGATE_ONLY
-        total, per_epoch = labels_per_epoch(run)
+        total, per_epoch = labels_per_epoch(run, c)
         epochs = json.loads((run / "run.json").read_text())["epochs"]
         for folder in sorted((run / "eval").iterdir()):
             epoch = epochs if folder.name == "final" else int(folder.name.split("-")[1])
