@@ -3,7 +3,9 @@
 ``likes`` online (``db=...``): each call registers the images as pending groups (one per prompt)
 in the label database, which ``tdmbench label --db`` serves to raters, then waits per ``policy``:
 
-* ``wait``: until every image of every sent group has labels from ``raters`` raters;
+* ``wait``: until every image of every sent group has labels from ``raters`` raters, for at
+  most ``max_wait`` seconds (default one day); then the run stops with an error that names the
+  database and the unlabelled images (the groups stay pending: a resumed run finds them again);
 * ``timeout``: at most ``timeout`` seconds, then unlabelled images score NaN (zero advantage);
 * ``budget``: only a fraction ``budget`` of the groups is sent (chosen by a hash of the group, so
   a resumed run makes the same choice); the others score NaN and the surrogate learns from the
@@ -35,13 +37,15 @@ from typing import Any
 
 import torch
 
-from tdm_r1.errors import ConfigError
+from tdm_r1.errors import ConfigError, WaitTimeoutError
 from tdm_r1.registry import register_reward
 from tdm_r1.rewards.base import NAN_REASON, Reward, RewardOutput
 
 log = logging.getLogger(__name__)
 
 POLICIES = ("wait", "timeout", "budget")
+#: The bound of policy ``wait`` (seconds): no wait is endless, a rater who never comes ends the run.
+DEFAULT_MAX_WAIT = 86400.0
 
 
 def png_bytes(images: torch.Tensor) -> list[bytes]:
@@ -77,6 +81,7 @@ class LikesReward(Reward):
         raters: labels each image needs before it counts as labelled.
         run: the run this database belongs to; a database of another run is refused.
         poll: seconds between database checks while waiting.
+        max_wait: the longest policy ``wait`` waits (seconds) before it stops the run with an error.
     """
 
     name = "likes"
@@ -93,6 +98,7 @@ class LikesReward(Reward):
         raters: int = 1,
         run: str | None = None,
         poll: float = 0.1,
+        max_wait: float = DEFAULT_MAX_WAIT,
     ) -> None:
         if (db is None) == (labels is None):
             raise ConfigError(
@@ -111,9 +117,14 @@ class LikesReward(Reward):
             raise ConfigError(f"{self.name}: budget={budget} needs policy=budget")
         if int(raters) < 1:
             raise ConfigError(f"{self.name}: raters must be >= 1")
+        if not (math.isfinite(float(max_wait)) and float(max_wait) > 0):
+            raise ConfigError(
+                f"{self.name}: max_wait must be a finite number of seconds > 0, got {max_wait!r}"
+            )
         self.db_path, self.labels_path = db, labels
         self.policy, self.timeout, self.budget = policy, (float(timeout) if timeout else None), float(budget)
         self.raters, self.run, self.poll = int(raters), run, float(poll)
+        self.max_wait = float(max_wait)
         self.labels_used = 0
         self._db: Any = None
         self._open()  # fail at setup, before any model is loaded
@@ -209,7 +220,11 @@ class LikesReward(Reward):
         return RewardOutput(scores, details)
 
     def _wait(self, db: Any, image_ids: Sequence[str], groups: list[str]) -> None:
-        """Block until each image has ``raters`` labels, or the timeout; then close the groups."""
+        """Block until each image has ``raters`` labels, or the timeout; then close the groups.
+
+        Policy ``wait`` (no ``timeout``) is bounded by ``max_wait``: past it a
+        :class:`~tdm_r1.errors.WaitTimeoutError` stops the run and the groups stay pending.
+        """
         t0 = time.monotonic()
         last_note = t0
         self._on_wait()
@@ -222,6 +237,14 @@ class LikesReward(Reward):
             if self.timeout is not None and now - t0 >= self.timeout:
                 log.warning("likes: %d image(s) unlabelled after %.0f s; they score NaN", missing, now - t0)
                 break
+            if self.timeout is None and now - t0 >= self.max_wait:
+                raise WaitTimeoutError(
+                    f"{self.name}: waited {now - t0:.0f} s (max_wait {self.max_wait:g} s) for "
+                    f"{self.raters} label(s) on each of {len(image_ids)} image(s) in {len(groups)} group(s); "
+                    f"{missing} image(s) still unlabelled in {self.db_path}. Serve them with `tdmbench "
+                    f"label --db {self.db_path}` and resume the run (the groups stay pending), or set "
+                    f"reward_options.{self.name}.policy=timeout to score unlabelled images NaN"
+                )
             if now - last_note > 30:
                 log.info(
                     "likes: waiting for labels on %d image(s) (tdmbench label --db %s)", missing, self.db_path
@@ -270,6 +293,7 @@ class LikesSimReward(LikesReward):
         raters: int = 1,
         run: str | None = None,
         poll: float = 0.05,
+        max_wait: float = DEFAULT_MAX_WAIT,
         base: str = "geneval",
         base_options: dict[str, Any] | None = None,
         noise: float = 0.0,
@@ -288,6 +312,7 @@ class LikesSimReward(LikesReward):
             raters=raters,
             run=run,
             poll=poll,
+            max_wait=max_wait,
         )
         if not 0.0 <= float(noise) <= 0.5:
             raise ConfigError(f"likes-sim: noise must be in [0, 0.5] (a flip probability), got {noise!r}")

@@ -45,6 +45,10 @@ class UnreadableFileError(TdmError, OSError):
     """A user's file cannot be read as what it should be (not UTF-8, cut short, not an image...)."""
 
 
+class WaitTimeoutError(TdmError, TimeoutError):
+    """A bounded wait ran out; the message names what was awaited, for how long, and what to do."""
+
+
 def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
     """The UTF-8 text of ``path``; other encodings and folders give a one-line error naming the file."""
     p = Path(path)

@@ -52,3 +52,27 @@ def registered(tiny_folder: Path):
         MODELS._alias.pop(n, None)
     REWARDS._entries.pop("test-brightness", None)
     REWARDS._alias.pop("test-brightness", None)
+
+
+#: The per-test bound of ``slow`` tests (the default suite's bound is ``timeout`` in pyproject.toml).
+SLOW_TIMEOUT_S = 1800
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``slow`` tests get a longer bound than the default one, unless they set their own."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say once, at the end, that the browser tests were skipped and how to install Chromium."""
+    from tdm_r1.testing.browser import BROWSER_SKIP_REASON
+
+    skipped = [
+        r for r in terminalreporter.stats.get("skipped", []) if "browser" in getattr(r, "keywords", {})
+    ]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} browser test(s) skipped: {BROWSER_SKIP_REASON}", yellow=True, bold=True
+        )

@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from tdm_r1.cli import app
 from tdm_r1.eval.runner import evaluate
+from tdm_r1.testing.browser import BROWSER_SKIP_REASON, chromium_binary
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = chromium_binary()
 
 
 @pytest.fixture
@@ -42,7 +43,8 @@ def test_report_page_with_missing_cached_images_says_so(report: Path, kit: Kit) 
     assert page.count("image not in cache") == 12 and "thumbs/" not in page
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (.ci/run apt-installs it)")
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason=BROWSER_SKIP_REASON)
 def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> None:
     """Every image decodes (naturalWidth > 0) but one thumbnail deleted on purpose, which the
     page's script must flag: the check can fail."""

@@ -6,7 +6,6 @@ Needs Debian's ``chromium`` and ``chromium-driver`` (``.ci/run`` installs them) 
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import threading
 import time
@@ -16,6 +15,8 @@ from typing import Any
 import pytest
 import trainkit
 from labelkit import make_db
+
+from tdm_r1.testing.browser import BROWSER_SKIP_REASON, chromedriver, chromium_binary
 
 pytest.importorskip("fastapi")
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -27,24 +28,35 @@ from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 from tdm_r1.label.app import BackgroundServer, create_app  # noqa: E402
 from tdm_r1.label.db import LabelDB  # noqa: E402
 
+#: Where the browser and its driver are, found once at import: the decision to skip is taken here,
+#: in the main thread, before any server or rater thread starts (a ``pytest.skip`` raised inside a
+#: thread only kills that thread and would leave the test waiting for its labels).
+DRIVER = chromedriver()
+BINARY = chromium_binary()
+pytestmark = [
+    pytest.mark.skipif(
+        not (DRIVER and BINARY),
+        reason=f"{BROWSER_SKIP_REASON} (chromedriver {DRIVER or 'missing'}, chromium {BINARY or 'missing'})",
+    ),
+    pytest.mark.browser,
+]
+
 
 def chrome() -> Any:
-    """A headless Chromium session, or skip when the browser or its driver is missing."""
-    driver = shutil.which("chromedriver")
-    binary = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not driver or not binary:
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
+    """A headless Chromium session (the module is skipped when the browser or its driver is missing)."""
     opts = webdriver.ChromeOptions()
-    opts.binary_location = binary
+    opts.binary_location = BINARY
     for arg in (
         "--headless=new",
         "--no-sandbox",
         "--disable-gpu",
         "--disable-dev-shm-usage",
         "--window-size=1280,900",
+        "--disable-background-networking",
+        "--no-first-run",
     ):
         opts.add_argument(arg)
-    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=driver))
+    return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=DRIVER))
 
 
 @pytest.fixture
@@ -124,9 +136,10 @@ class _BrowserRater(threading.Thread):
     def __init__(self, url: str) -> None:
         super().__init__(daemon=True)
         self.url, self.stop, self.groups, self.error = url, threading.Event(), 0, None
+        self.driver = chrome()  # in the caller's thread: a browser that cannot start fails the test there
 
     def run(self) -> None:
-        d = chrome()
+        d = self.driver
         try:
             _log_in(d, self.url, "browser")
             while not self.stop.is_set():
@@ -158,7 +171,9 @@ def test_reward_waits_for_a_rater_clicking_in_the_browser(tmp_path: Path) -> Non
     from tdm_r1.rewards.base import build_reward
 
     dbp = tmp_path / "likes.sqlite"
-    reward = build_reward({"likes": 1.0}, options={"likes": {"db": str(dbp), "policy": "wait"}})
+    reward = build_reward(
+        {"likes": 1.0}, options={"likes": {"db": str(dbp), "policy": "wait", "max_wait": 120.0}}
+    )
     prompts = ["a red circle"] * 4 + ["two blue squares"] * 4
     with BackgroundServer(create_app(LabelDB(dbp))) as server:
         rater = _BrowserRater(server.url)
@@ -187,7 +202,7 @@ def test_training_waits_for_a_rater_clicking_in_the_browser(registered: Path, tm
     cfg = trainkit.small_config(
         tmp_path,
         rewards={"likes": 1.0},
-        reward_options={"likes": {"db": str(dbp), "policy": "wait", "run": "t"}},
+        reward_options={"likes": {"db": str(dbp), "policy": "wait", "run": "t", "max_wait": 300.0}},
     )
     trainer = Trainer(cfg)
     trainer.setup()  # creates the database: the app can open it

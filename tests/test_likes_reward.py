@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from tdm_r1.errors import ConfigError
+from tdm_r1.errors import ConfigError, WaitTimeoutError
 from tdm_r1.label.db import LabelDB, LabelDBError, RunMismatchError
 from tdm_r1.label.records import LockedError
 from tdm_r1.rewards.base import RewardOutput, build_reward
@@ -94,6 +94,23 @@ def test_timeout_policy_scores_unlabelled_images_nan_with_a_reason(tmp_path: Pat
     assert out.scores[0] == 1.0 and out.scores[2] == 0.0 and torch.isnan(out.scores[1])
     assert "0 of 1 label(s) before the 0.6 s timeout" in out.details["nan_reason"][1]
     assert LabelDB(path).group(out.details["group"][0])["status"] == "expired"
+
+
+def test_wait_policy_is_bounded_and_says_what_it_waited_for(tmp_path: Path) -> None:
+    """No rater ever comes: the wait ends after ``max_wait`` with an error naming the database and
+    the images, and the groups stay pending for a resumed run (nothing sent is lost)."""
+    path = tmp_path / "likes.sqlite"
+    reward = _likes(db=str(path), policy="wait", max_wait=0.5, poll=0.05)
+    t0 = time.monotonic()
+    with pytest.raises(WaitTimeoutError) as err:
+        reward(images=_images(3), prompts=["a", "a", "b"], metadata=[{}] * 3)
+    assert 0.5 <= time.monotonic() - t0 < 10
+    msg = str(err.value)
+    assert "max_wait 0.5 s" in msg and str(path) in msg and "3 image(s) still unlabelled" in msg
+    assert "\n" not in msg and "tdmbench label --db" in msg
+    assert len(LabelDB(path).pending(limit=10)) == 2  # both groups still offered to raters
+    with pytest.raises(ConfigError, match="max_wait"):
+        _likes(db=str(tmp_path / "b.sqlite"), max_wait=float("inf"))
 
 
 def test_budget_sends_a_resume_stable_fraction_of_groups(tmp_path: Path) -> None:

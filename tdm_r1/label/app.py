@@ -19,6 +19,7 @@ interface), every request also needs the access cookie set by the login form.
 # No ``from __future__ import annotations``: FastAPI reads the endpoint annotations, which name
 # classes imported inside create_app (fastapi is an optional extra).
 import hmac
+import logging
 import re
 import secrets
 import socket
@@ -29,8 +30,10 @@ from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 from tdm_r1.deps import require
-from tdm_r1.errors import ConfigError
+from tdm_r1.errors import ConfigError, WaitTimeoutError
 from tdm_r1.label.db import LABELS, LabelDB, LabelDBError, LockedError, ReadOnlyError, UnknownImageError
+
+log = logging.getLogger(__name__)
 
 HERE = Path(__file__).resolve().parent
 IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -247,19 +250,31 @@ class BackgroundServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    #: Bounds of the two waits (seconds): the server starting, and its thread ending on stop.
+    START_TIMEOUT = 30.0
+    STOP_TIMEOUT = 10.0
+
     def start(self) -> "BackgroundServer":
         self.thread.start()
         t0 = time.monotonic()
         while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() - t0 > 30:
-                raise RuntimeError("the labelling app did not start")
+            waited = time.monotonic() - t0
+            if not self.thread.is_alive():
+                raise RuntimeError(f"the labelling app at {self.url} stopped while starting ({waited:.1f} s)")
+            if waited > self.START_TIMEOUT:
+                self.server.should_exit = True
+                raise WaitTimeoutError(
+                    f"the labelling app at {self.url} did not start within {self.START_TIMEOUT:g} s"
+                )
             time.sleep(0.01)
         return self
 
     def stop(self) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=self.STOP_TIMEOUT)
         self.sock.close()
+        if self.thread.is_alive():  # a daemon thread: it cannot keep the process alive
+            log.warning("the labelling app at %s did not stop within %g s", self.url, self.STOP_TIMEOUT)
 
     def __enter__(self) -> "BackgroundServer":
         return self.start()

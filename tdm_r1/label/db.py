@@ -175,7 +175,13 @@ class LabelDB:
         if self.readonly:
             raise ReadOnlyError(f"label database {self.path} was opened read-only: nothing was written")
         conn = self._conn()
-        with self._write_lock:
+        # bounded like SQLite's own busy wait: a writer stuck in another thread cannot hang this one
+        if not self._write_lock.acquire(timeout=self.timeout):
+            raise LockedError(
+                f"label database {self.path}: another thread of this process held the write lock for "
+                f"more than {self.timeout:g} s; nothing was written (retry)"
+            )
+        try:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -189,6 +195,8 @@ class LabelDB:
                 if isinstance(exc, sqlite3.Error):
                     raise self._translate(exc) from exc
                 raise
+        finally:
+            self._write_lock.release()
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Rows of one read statement (SQLite errors become :class:`LabelDBError` s)."""
