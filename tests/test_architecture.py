@@ -51,6 +51,7 @@ LAYERS: list[tuple[str, int]] = [
     ("tdm_r1.scoring", 4),
     # 5 training: the loop, its methods, checkpoints (may run a scheduled evaluation)
     ("tdm_r1.train", 5),
+    ("tdm_r1.planning", 5),  # traces a training step and reads training recipes
     # 6 applications: the CLI, the demo, generation jobs, toy-model builds, the labelling command
     ("tdm_r1.cli", 6),
     ("tdm_r1.arena", 6),  # runs training and evaluation per cell

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 # isort: off
 # Importing a module registers its commands; this order is the order of `tdmbench --help`.
-from tdm_r1.cli import catalog, images, evaluation, training, arena  # noqa: F401
+from tdm_r1.cli import catalog, images, evaluation, training, arena, planning  # noqa: F401
 from tdm_r1.cli.app import app, friendly_errors, parse_reward_options
 
 # isort: on
