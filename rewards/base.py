@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from tdm_r1.errors import ConfigError, ShapeError
+from tdm_r1.errors import ConfigError, ShapeError, excerpt
 from tdm_r1.images import check_images
 from tdm_r1.weights import WeightFile
 
@@ -255,6 +255,48 @@ def parse_reward_specs(specs: Sequence[str] | str | Mapping[str, float]) -> dict
     return out
 
 
+def check_reward_options(
+    specs: Sequence[str] | str | Mapping[str, float], options: Mapping[str, Mapping[str, Any]] | None
+) -> dict[str, dict[str, Any]]:
+    """The options of each reward, keyed by its canonical name, after checking every option against
+    its reward's constructor signature. Nothing is built and no weights load (the class is only
+    imported), so ``train --dry-run`` refuses an option that the run itself would refuse.
+    """
+    import difflib
+    import inspect
+
+    from tdm_r1.registry import REWARDS
+
+    weights = parse_reward_specs(specs)
+    known = set(weights)
+    # Options may name a reward by any alias (``hps`` for ``hpsv2.1``): key them canonically.
+    by_canonical: dict[str, dict[str, Any]] = {}
+    for key, opts in (options or {}).items():
+        if key not in known and REWARDS.canonical(key) not in {REWARDS.canonical(k) for k in known}:
+            raise ConfigError(f"options given for reward {key!r}, which is not among {sorted(known)}")
+        if not isinstance(opts, Mapping):
+            raise ConfigError(
+                f"reward_options.{key} must be a mapping of option: value, got {excerpt(opts)!r}"
+            )
+        by_canonical.setdefault(REWARDS.canonical(key), {}).update(opts)
+    for name in weights:
+        given = by_canonical.get(REWARDS.canonical(name), {})
+        params = inspect.signature(REWARDS.get(name)).parameters
+        if not given or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            continue
+        valid = [
+            p for p, v in params.items() if p != "self" and v.kind is not inspect.Parameter.VAR_POSITIONAL
+        ]
+        for opt in given:
+            if opt not in valid:
+                close = difflib.get_close_matches(str(opt), valid, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(
+                    f"reward {name!r} has no option {excerpt(str(opt))!r}.{hint} Valid options: {', '.join(valid)}"
+                )
+    return by_canonical
+
+
 def build_reward(
     specs: Sequence[str] | str | Mapping[str, float],
     *,
@@ -273,14 +315,7 @@ def build_reward(
     from tdm_r1.registry import REWARDS
 
     weights = parse_reward_specs(specs)
-    options = options or {}
-    known = set(weights)
-    # Options may name a reward by any alias (``hps`` for ``hpsv2.1``): key them canonically.
-    by_canonical: dict[str, dict[str, Any]] = {}
-    for key, opts in options.items():
-        if key not in known and REWARDS.canonical(key) not in {REWARDS.canonical(k) for k in known}:
-            raise ConfigError(f"options given for reward {key!r}, which is not among {sorted(known)}")
-        by_canonical.setdefault(REWARDS.canonical(key), {}).update(opts)
+    by_canonical = check_reward_options(weights, options)
     built: list[tuple[Reward, float]] = []
     for name, weight in weights.items():
         cls = REWARDS.get(name)

@@ -17,9 +17,53 @@ from typing import Any, TypeVar
 
 import yaml
 
-from tdm_r1.errors import ConfigError
+from tdm_r1.errors import ConfigError, excerpt
 
 C = TypeVar("C")
+
+#: Most values a YAML document may expand to through its aliases. A real config has a few hundred;
+#: 425 bytes of nested 8-way aliases expand to 16 million (an "alias bomb", quoted whole in an error).
+MAX_YAML_VALUES = 100_000
+
+
+class YamlExpansionError(yaml.YAMLError):
+    """A YAML document whose aliases expand to more than :data:`MAX_YAML_VALUES` values."""
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], active: set[int]) -> int:
+    """Values ``node`` stands for with every alias written out (shared nodes counted each time)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in active:  # a recursive alias (``&a [*a]``) expands without end
+        raise YamlExpansionError("a YAML alias refers to itself (an endless value)")
+    active.add(key)
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(child, memo, active) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, memo, active) + _expanded_size(v, memo, active) for k, v in node.value)
+    active.discard(key)
+    memo[key] = total
+    if total > MAX_YAML_VALUES:
+        raise YamlExpansionError(
+            f"its aliases (&name / *name) expand to more than {MAX_YAML_VALUES:,} values: write the "
+            "values out instead of nesting aliases"
+        )
+    return total
+
+
+class BoundedSafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses documents whose alias expansion exceeds the bound."""
+
+    def construct_document(self, node: yaml.Node) -> Any:
+        _expanded_size(node, {}, set())
+        return super().construct_document(node)
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` bounded against alias bombs (:class:`YamlExpansionError`)."""
+    return yaml.load(text, Loader=BoundedSafeLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -31,7 +75,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"--set {text!r} has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = safe_load(raw) if raw.strip() else ""
+    except YamlExpansionError as exc:
+        raise ConfigError(f"--set {key}: {exc}") from exc
     except yaml.YAMLError:
         value = raw
     return key, value
@@ -55,7 +101,9 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     text = read_text(path, "config file")
     try:
-        data = yaml.safe_load(text) or {}
+        data = safe_load(text) or {}
+    except YamlExpansionError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(yaml_error_message(exc, path)) from exc
     if not isinstance(data, dict):
@@ -143,6 +191,11 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, path: str = "") -> C:
         raise ConfigError(f"{path or cls.__name__}: {exc}") from exc
 
 
+def _quote(value: Any) -> str:
+    """A value as quoted in an error: its repr, cut to a short excerpt."""
+    return excerpt(value) if not isinstance(value, str) else repr(excerpt(value))
+
+
 def _coerce(tp: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -159,10 +212,10 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
                 return _coerce(arg, value, path)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{path}: {value!r} does not fit {tp}: {'; '.join(errors)}")
+        raise ConfigError(f"{path}: {_quote(value)} does not fit {tp}: {'; '.join(errors)}")
     if origin is typing.Literal:
         if value not in args:
-            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(repr(a) for a in args)}")
+            raise ConfigError(f"{path}: {_quote(value)} is not one of {', '.join(repr(a) for a in args)}")
         return value
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -176,7 +229,7 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
         return tuple(items) if (origin is tuple or tp is tuple) else items
     if origin is dict or tp is dict:
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{path}: expected a mapping, got {_quote(value)}")
         vt = args[1] if len(args) == 2 else Any
         return {str(k): _coerce(vt, v, f"{path}.{k}") for k, v in value.items()}
     if tp is bool:
@@ -184,24 +237,24 @@ def _coerce(tp: Any, value: Any, path: str) -> Any:
             return value
         if isinstance(value, str) and value.lower() in {"true", "false", "1", "0", "yes", "no"}:
             return value.lower() in {"true", "1", "yes"}
-        raise ConfigError(f"{path}: expected true/false, got {value!r}")
+        raise ConfigError(f"{path}: expected true/false, got {_quote(value)}")
     if tp is int:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
-            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+            raise ConfigError(f"{path}: expected an integer, got {_quote(value)}")
         try:
             return int(value)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{path}: expected an integer, got {value!r}") from exc
+            raise ConfigError(f"{path}: expected an integer, got {_quote(value)}") from exc
     if tp is float:
         if isinstance(value, bool):
-            raise ConfigError(f"{path}: expected a number, got {value!r}")
+            raise ConfigError(f"{path}: expected a number, got {_quote(value)}")
         try:
             return float(value)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{path}: expected a number, got {value!r}") from exc
+            raise ConfigError(f"{path}: expected a number, got {_quote(value)}") from exc
     if tp is str:
         if isinstance(value, dict | list):
-            raise ConfigError(f"{path}: expected a string, got {value!r}")
+            raise ConfigError(f"{path}: expected a string, got {_quote(value)}")
         return str(value)
     if tp is Path:
         return Path(value)

@@ -49,12 +49,36 @@ class WaitTimeoutError(TdmError, TimeoutError):
     """A bounded wait ran out; the message names what was awaited, for how long, and what to do."""
 
 
+#: Characters of a value quoted in an error message (a 50 MB value must not become a 50 MB line).
+EXCERPT_CHARS = 80
+#: Longest one-line error message shown; anything longer is cut (with how much was left out).
+MAX_MESSAGE_CHARS = 2000
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """``value`` as text (a string itself, anything else its ``repr``), cut to about ``limit``
+    characters. Nested containers are summarised level by level (``reprlib``), so that even a
+    YAML alias bomb's shared lists are never expanded."""
+    import reprlib
+
+    if isinstance(value, str):
+        text = value
+    else:
+        short = reprlib.Repr()
+        short.maxlevel, short.maxlist, short.maxtuple, short.maxdict, short.maxset = 3, 6, 6, 6, 6
+        short.maxstring, short.maxother, short.maxlong = limit, limit, limit
+        text = short.repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+
+
 def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
     """The UTF-8 text of ``path``; other encodings and folders give a one-line error naming the file."""
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"{what} {p} is a folder, not a file: give the path of the file itself")
     if not p.exists():
+        if is_symlink_loop(p):
+            raise ConfigError(f"{what} {p} is a symlink loop (it points back to itself): fix the link")
         raise ConfigError(f"{what} {p} does not exist")
     try:
         return p.read_text(encoding="utf-8")
@@ -65,12 +89,32 @@ def read_text(path: str | os.PathLike[str], what: str = "file") -> str:
         ) from exc
 
 
+def is_symlink_loop(path: str | os.PathLike[str]) -> bool:
+    """Whether resolving ``path`` loops (``a -> b -> a``): ``exists()`` just says False for it."""
+    import errno
+
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno == errno.ELOOP
+    return False
+
+
 def user_error_message(exc: BaseException) -> str | None:
     """The one-line message for an error the user caused (bad file, path, YAML, image), else None.
 
     The CLI shows this line instead of a traceback; anything returning None is a bug and keeps its
-    traceback. ``TdmError`` messages are already written for users.
+    traceback. ``TdmError`` messages are already written for users. Messages are cut to
+    :data:`MAX_MESSAGE_CHARS`.
     """
+    message = _user_error_message(exc)
+    if message is not None and len(message) > MAX_MESSAGE_CHARS:
+        cut = len(message) - MAX_MESSAGE_CHARS
+        message = f"{message[:MAX_MESSAGE_CHARS]}... ({cut} more characters)"
+    return message
+
+
+def _user_error_message(exc: BaseException) -> str | None:
     import errno
 
     if isinstance(exc, TdmError):
@@ -84,6 +128,8 @@ def user_error_message(exc: BaseException) -> str | None:
         pass
     if isinstance(exc, UnicodeDecodeError):
         return f"a file is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8"
+    if type(exc).__name__ == "SafetensorError":  # a weight file not caught by tdm_r1.weights_check
+        return f"a .safetensors weight file is damaged or cut short ({excerpt(str(exc))}): copy it again"
     if type(exc).__name__ == "DecompressionBombError":
         return f"{exc}: the image is too large to read safely"
     if isinstance(exc, OSError):
@@ -100,6 +146,8 @@ def user_error_message(exc: BaseException) -> str | None:
             return f"{where} is a folder; give a file path"
         if code == errno.ENOTDIR:
             return f"{where}: a part of this path is a file, not a folder"
+        if code == errno.ELOOP:
+            return f"{where} is a symlink loop (it points back to itself): fix the link"
         if code == errno.ENOENT:
             return f"{where} does not exist"
         if exc.strerror:

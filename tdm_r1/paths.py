@@ -50,6 +50,7 @@ def check_output_file(path: str | Path, what: str = "output file") -> Path:
 def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     """Like :func:`check_output_file` for a folder: not a file; if it exists, writable."""
     import os
+    import tempfile
 
     from tdm_r1.errors import ConfigError
 
@@ -59,4 +60,13 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
     probe = path if path.is_dir() else next((p for p in path.parents if p.exists()), Path("."))
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ConfigError(f"{what} {path}: {probe} is not writable; choose a folder you can write to")
+    # os.access says yes to root everywhere, and /proc or a read-only mount still refuse: make and
+    # remove a folder there now, rather than after the model has loaded
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".tdmbench-probe-"))
+    except OSError as exc:
+        raise ConfigError(
+            f"{what} {path}: cannot create folders in {probe} ({exc.strerror or exc}); "
+            "choose a folder you can write to"
+        ) from exc
     return path

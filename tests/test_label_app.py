@@ -18,6 +18,8 @@ from tdm_r1.label.app import BackgroundServer, create_app  # noqa: E402
 from tdm_r1.label.db import LabelDB  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+#: TestClient's default host "testserver" is not one the app serves (DNS rebinding guard)
+LOCAL = "http://127.0.0.1"
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def _group(db: LabelDB, prompt: str) -> tuple[str, list[str]]:
 
 
 def test_a_rater_logs_in_sees_the_next_group_and_labels_it(db: LabelDB) -> None:
-    client = TestClient(create_app(db))
+    client = TestClient(create_app(db), base_url=LOCAL)
     assert "Who is rating?" in client.get("/").text
     token = login(client, "ann")
     page = client.get("/")
@@ -62,7 +64,7 @@ def _rows(db: LabelDB) -> int:
 
 
 def test_bad_requests_get_a_reason_and_write_nothing(db: LabelDB) -> None:
-    client = TestClient(create_app(db))
+    client = TestClient(create_app(db), base_url=LOCAL)
     token = login(client)
     gid, ids = _group(db, "a red circle")
     ok = {"image_id": ids[0], "group_id": gid, "label": "like"}
@@ -88,7 +90,7 @@ def test_bad_requests_get_a_reason_and_write_nothing(db: LabelDB) -> None:
     assert r.status_code == 404 and 'id="reason"' in r.text
     r = client.get("/group/" + "0" * 32)
     assert r.status_code == 404 and "no group" in r.text
-    anonymous = TestClient(create_app(db))
+    anonymous = TestClient(create_app(db), base_url=LOCAL)
     assert anonymous.get("/api/pending").status_code == 401
     assert anonymous.post("/login", data={"name": "x"}).status_code == 403  # login needs the page token too
 
@@ -99,7 +101,7 @@ def test_locked_and_read_only_databases_answer_4xx_and_keep_what_is_stored(
     gid, ids = _group(db, "a red circle")
     db.add_label(ids[0], "ann", 1, group_id=gid)
     busy = LabelDB(db.path, timeout=0.2)
-    client = TestClient(create_app(busy))
+    client = TestClient(create_app(busy), base_url=LOCAL)
     token = login(client)
     other = sqlite3.connect(db.path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
@@ -110,7 +112,7 @@ def test_locked_and_read_only_databases_answer_4xx_and_keep_what_is_stored(
     )
     other.execute("ROLLBACK")
     assert r.status_code == 423 and "locked by another process" in r.json()["error"]
-    ro_client = TestClient(create_app(LabelDB(db.path, readonly=True)))
+    ro_client = TestClient(create_app(LabelDB(db.path, readonly=True)), base_url=LOCAL)
     token = login(ro_client)
     r = ro_client.post(
         "/api/label",
@@ -124,7 +126,7 @@ def test_locked_and_read_only_databases_answer_4xx_and_keep_what_is_stored(
 def test_remote_access_needs_a_token(db: LabelDB) -> None:
     result = CliRunner().invoke(cli, ["label", "--db", str(db.path), "--host", "0.0.0.0"])
     assert result.exit_code == 2 and "refusing to listen on 0.0.0.0 without --token" in result.output
-    client = TestClient(create_app(db, access_token="s3cret"))
+    client = TestClient(create_app(db, access_token="s3cret"), base_url=LOCAL)
     page = client.get("/").text
     assert 'name="access"' in page
     token = page_token(page)

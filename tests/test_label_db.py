@@ -69,8 +69,29 @@ def test_a_client_id_is_stored_once(tmp_path: Path) -> None:
     db = make_db(tmp_path / "l.sqlite", {"p": 1})
     gid, (a,) = _ids(db, "p")
     assert db.add_label(a, "ann", 1, client_id="x").stored
-    assert not db.add_label(a, "ann", 0, client_id="x").stored  # a retry: nothing written
+    assert not db.add_label(a, "ann", 1, client_id="x").stored  # a retry: nothing written
     assert db.stats()["label_rows"] == 1 and db.rates([a])[a].rate == 1.0
+
+
+def test_client_ids_are_each_raters_own_and_a_changed_reuse_is_refused(tmp_path: Path) -> None:
+    """Issue item 2: Bob posting Alice's client_id stores Bob's label; Alice reusing hers for
+    another label is refused instead of being answered "already stored"."""
+    from tdm_r1.label.records import ClientIdConflictError
+
+    db = make_db(tmp_path / "l.sqlite", {"p": 2})
+    gid, (a, b) = _ids(db, "p")
+    alice = db.add_label(a, "alice", 1, group_id=gid, client_id="sim:alice:x")
+    bob = db.add_label(a, "bob", 0, group_id=gid, client_id="sim:alice:x")
+    assert bob.stored and bob.rater == "bob" and bob.label == 0 and bob.id != alice.id
+    assert db.rates([a])[a].raters == 2
+    with pytest.raises(ClientIdConflictError, match="already used for another label"):
+        db.add_label(a, "alice", 0, group_id=gid, client_id="sim:alice:x")
+    with pytest.raises(ClientIdConflictError):
+        db.add_label(b, "alice", 1, group_id=gid, client_id="sim:alice:x")
+    for bad in ("x" * 129, "has space", "a@b"):  # bounded by format and length
+        with pytest.raises(LabelDBError, match="client_id"):
+            db.add_label(a, "alice", 1, client_id=bad)
+    assert db.stats()["label_rows"] == 2
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])

@@ -73,18 +73,22 @@ def eval_cmd(
         launch(num_processes, context_argv(ctx, drop={"num_processes"}))
         return
     load_plugins(plugin or [])
-    from tdm_r1.eval.runner import evaluate
+    from tdm_r1.eval.runner import EvalInterrupted, evaluate
 
-    results = evaluate(
-        model,
-        benchmark or None,
-        limit=limit,
-        batch_size=batch_size,
-        device=device,
-        reward_options=parse_reward_options(reward_option or []),
-        results_root=results_dir,
-        progress=progress,
-    )
+    try:
+        results = evaluate(
+            model,
+            benchmark or None,
+            limit=limit,
+            batch_size=batch_size,
+            device=device,
+            reward_options=parse_reward_options(reward_option or []),
+            results_root=results_dir,
+            progress=progress,
+        )
+    except EvalInterrupted as exc:
+        typer.secho(exc.message(), fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(code=130) from None
     for res in results:
         cols = ["metric", "mean", "ci_low", "ci_high", "n", "reward_version"]
         typer.echo(f"\n{res.model} on {res.benchmark} ({res.files.csv if res.files else 'not written'})")
@@ -102,13 +106,23 @@ def eval_cmd(
 def leaderboard_cmd(
     results_dir: ResultsDirOpt = None,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Also write results/plots/*.png.")] = True,
+    skip_broken: Annotated[
+        bool,
+        typer.Option(
+            "--skip-broken",
+            help="Leave out results files that cannot be read whole (warned and listed in the leaderboard) "
+            "instead of stopping.",
+        ),
+    ] = False,
 ) -> None:
     """results/*/*.csv + results/reference/published.csv -> results/leaderboard.{csv,md} (+ plots)."""
     from tdm_r1.eval import leaderboard
     from tdm_r1.paths import results_dir as default_results_dir
 
     root = results_dir or default_results_dir()
-    lb = leaderboard.build(root)
+    lb = leaderboard.build(root, skip_broken=skip_broken)
+    for why in lb.skipped:
+        typer.secho(f"warning: left out {why}", fg=typer.colors.YELLOW, err=True)
     paths = leaderboard.write(lb, root)
     if plots:
         from tdm_r1.eval.plots import write_all

@@ -114,11 +114,13 @@ def generate_cmd(
     from tdm_r1.generation import generate_to_dir, plan_jobs, read_prompts
     from tdm_r1.models.base import resolve_model
     from tdm_r1.paths import check_output_dir
+    from tdm_r1.weights_check import check_lora_source
 
     # Every input is checked before the model loads (seconds) and before --out is created.
     preset = resolve_model(model)
     plan_jobs(read_prompts(prompts), seed=seed, images_per_prompt=images_per_prompt)
     check_output_dir(out, "--out")
+    check_lora_source(lora_path if lora_path is not None else preset.lora)
     load_kw: dict[str, Any] = {"model_path": model_path, "lora_path": lora_path}
     if offload_text_encoders:
         load_kw["offload_text_encoders"] = True

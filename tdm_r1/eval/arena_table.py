@@ -68,7 +68,9 @@ def read_table(path: Path) -> pd.DataFrame:
     """One reward's arena table (empty, with the columns, when there is none yet)."""
     if not path.is_file():
         return pd.DataFrame(columns=list(COLUMNS))
-    df = pd.read_csv(path, dtype={"config_hash": str, "error": str, "arena_version": str})
+    from tdm_r1.csv_files import read_csv
+
+    df = read_csv(path, "arena table", dtype={"config_hash": str, "error": str, "arena_version": str})
     for col in COLUMNS:
         if col not in df:
             df[col] = math.nan

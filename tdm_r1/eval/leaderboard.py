@@ -112,6 +112,7 @@ class Leaderboard:
         ci: (measured model, column) -> (ci_low, ci_high).
         sources: reported source text -> whether it is secondary.
         arena: training reward -> the RL method arena's table (``results/arena/<reward>.csv``).
+        skipped: ``"<file>: <why>"`` of each results file left out as unreadable (``--skip-broken``).
     """
 
     table: pd.DataFrame
@@ -122,6 +123,7 @@ class Leaderboard:
     ci: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
     sources: dict[str, bool] = field(default_factory=dict)
     arena: dict[str, pd.DataFrame] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
 
     def measured(self) -> pd.DataFrame:
         return self.table[self.table["kind"] == "measured"]
@@ -138,22 +140,31 @@ def load_published(path: Path) -> pd.DataFrame:
     """Read and check ``published.csv`` (long format, one number per row, each with a source)."""
     if not path.is_file():
         return pd.DataFrame(columns=list(PUBLISHED_COLUMNS))
-    df = pd.read_csv(path, dtype={"source": str, "note": str, "secondary": str}, keep_default_na=False)
+    from tdm_r1.csv_files import read_csv
+
+    df = read_csv(
+        path, "published numbers", dtype={"source": str, "note": str, "secondary": str}, keep_default_na=False
+    )
     missing = [c for c in PUBLISHED_COLUMNS if c not in df.columns]
     if missing:
         raise ConfigError(f"{path}: missing columns {missing}; expected {list(PUBLISHED_COLUMNS)}")
     if (df["source"].str.strip() == "").any():
         bad = df.loc[df["source"].str.strip() == "", "model"].tolist()
         raise ConfigError(f"{path}: every published number needs a source; rows without one: {bad}")
-    df["value"] = pd.to_numeric(df["value"], errors="raise")
+    try:
+        df["value"] = pd.to_numeric(df["value"], errors="raise")
+    except ValueError as exc:
+        raise ConfigError(f"{path}: a value is not a number ({exc}): fix the file") from exc
     df["nfe"] = pd.to_numeric(df["nfe"].replace("", float("nan")))
     df["higher_is_better"] = df["higher_is_better"].astype(str).str.lower().isin({"true", "1", "yes"})
     df["secondary"] = df["secondary"].astype(str).str.lower().isin({"true", "1", "yes"})
     return df
 
 
-def _measured(root: Path) -> tuple[list[dict[str, Any]], dict[str, bool], dict[str, list[str]], dict]:
-    summaries = read_summaries(root)
+def _measured(
+    root: Path, skipped: list[str] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, bool], dict[str, list[str]], dict]:
+    summaries = read_summaries(root, skipped=skipped)
     entries: dict[str, dict[str, Any]] = {}
     directions: dict[str, bool] = {}
     in_domain: dict[str, list[str]] = {}
@@ -253,13 +264,20 @@ def _reported(published: pd.DataFrame) -> tuple[list[dict[str, Any]], dict[str, 
     return list(entries.values()), directions, sources
 
 
-def build(root: Path | None = None, published: Path | None = None) -> Leaderboard:
+def build(
+    root: Path | None = None, published: Path | None = None, *, skip_broken: bool = False
+) -> Leaderboard:
     """The leaderboard of every result under ``root`` plus ``published`` (default
-    ``<root>/reference/published.csv``) and the RL method arena's tables."""
+    ``<root>/reference/published.csv``) and the RL method arena's tables.
+
+    A results file that cannot be read whole is an error naming it (a model must never drop out
+    of the table silently); ``skip_broken`` leaves such files out and lists them in ``skipped``.
+    """
     from tdm_r1.eval.arena_table import read_tables
 
     root = root or default_results_dir()
-    measured, dir_m, in_domain, ci = _measured(root)
+    skipped: list[str] | None = [] if skip_broken else None
+    measured, dir_m, in_domain, ci = _measured(root, skipped)
     reported, dir_r, sources = _reported(load_published(published or published_path(root)))
     directions = {**dir_r, **dir_m}
     metrics = sorted(directions, key=_column_key)
@@ -271,19 +289,20 @@ def build(root: Path | None = None, published: Path | None = None) -> Leaderboar
         metrics=metrics,
         higher_is_better=directions,
         in_domain=in_domain,
-        deltas=_deltas(table, metrics, root),
+        deltas=_deltas(table, metrics, root, skip_broken),
         ci=ci,
         sources=sources,
         arena=read_tables(root),
+        skipped=skipped or [],
     )
 
 
-def _deltas(table: pd.DataFrame, metrics: list[str], root: Path) -> pd.DataFrame:
+def _deltas(table: pd.DataFrame, metrics: list[str], root: Path, skip_broken: bool = False) -> pd.DataFrame:
     """One row per (measured model, its measured few-step base / baseline, metric both have)."""
     measured = table[table["kind"] == "measured"].set_index("model")
     summaries = {
         (str(r.model), str(r.benchmark), str(r.metric)): r
-        for r in read_summaries(root).itertuples(index=False)
+        for r in read_summaries(root, skipped=[] if skip_broken else None).itertuples(index=False)
     }
     values: dict[tuple[str, str], pd.DataFrame | None] = {}
     rows = []

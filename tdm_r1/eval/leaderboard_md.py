@@ -88,6 +88,9 @@ def to_markdown(lb: Leaderboard) -> str:
         "published ones. Do not edit by hand.",
         "",
     ]
+    if lb.skipped:  # --skip-broken: say what is missing, never drop a model silently
+        lines += ["**Left out (unreadable results files):**", ""]
+        lines += [f"- {why}" for why in lb.skipped] + [""]
     for bench in benchmarks_of(lb.metrics):
         cols = [c for c in lb.metrics if split_column(c)[0] == bench]
         rows = lb.table[lb.table[cols].notna().any(axis=1)]

@@ -19,9 +19,8 @@ import logging
 import shutil
 from pathlib import Path
 
-import pandas as pd
-
 from tdm_r1 import __version__
+from tdm_r1.csv_files import read_parquet
 from tdm_r1.eval.cache import ImageCache, atomic_write_text
 from tdm_r1.eval.leaderboard import Leaderboard, benchmarks_of, build, split_column
 from tdm_r1.eval.leaderboard_md import TITLES, arrow, fmt, fmt_nfe
@@ -172,7 +171,9 @@ def _grids_html(root: Path, out: Path, cache: ImageCache, n_prompts: int, size: 
         runs = sorted(folder.glob("*.samples.parquet"))
         if not runs:
             continue
-        tables = {p.name.removesuffix(".samples.parquet"): pd.read_parquet(p) for p in runs}
+        tables = {
+            p.name.removesuffix(".samples.parquet"): read_parquet(p, "per-sample results file") for p in runs
+        }
         first = next(iter(tables.values()))
         prompt_ids = list(dict.fromkeys(first["prompt_id"]))[:n_prompts]
         prompts = dict(zip(first["prompt_id"], first["prompt"], strict=False))

@@ -30,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from tdm_r1.errors import UnreadableFileError, excerpt
 from tdm_r1.eval.cache import atomic_write_text, stable_json
 from tdm_r1.paths import results_dir as default_results_dir
 
@@ -152,11 +153,48 @@ def _partial_limit(path: Path) -> int | None:
     return int(tail) if head and tail.isdigit() else None
 
 
-def read_summaries(root: Path | None = None) -> pd.DataFrame:
+#: Summary columns every row must fill (the protocol columns may be empty).
+REQUIRED_VALUES: tuple[str, ...] = ("model", "benchmark", "metric", "mean", "n")
+
+
+def read_summary_file(path: Path) -> pd.DataFrame | None:
+    """One summary CSV with the summary columns; None for a CSV that is no result (another tool's
+    table next to the results, without a ``meta.json``); :class:`UnreadableFileError` naming the
+    file for a result that cannot be read whole (cut short, garbage, columns or values missing)."""
+    from tdm_r1.csv_files import check_complete, read_csv
+
+    what = "results file"
+    is_result = path.with_name(path.name.removesuffix(".csv") + ".meta.json").is_file()
+    text = dict.fromkeys(("reward_version", "benchmark_version", "model_config_hash", *PROTOCOL_COLUMNS), str)
+    df = read_csv(path, what, dtype=text)
+    needed = set(SUMMARY_COLUMNS) - set(PROTOCOL_COLUMNS)
+    if not needed <= set(df.columns):
+        if not is_result and not {"model", "benchmark"} <= set(df.columns):
+            return None
+        raise UnreadableFileError(
+            f"{what} {path}: lacks the column(s) {sorted(needed - set(df.columns))} (cut short?): "
+            "rerun its `tdmbench eval` or restore the file"
+        )
+    check_complete(path, what)
+    empty = df[list(REQUIRED_VALUES)].isna().any(axis=1)
+    if empty.any():
+        line = int(empty.to_numpy().nonzero()[0][0]) + 2
+        raise UnreadableFileError(
+            f"{what} {path}:{line}: a row without {', '.join(REQUIRED_VALUES)} (cut short?): "
+            "rerun its `tdmbench eval` or restore the file"
+        )
+    for col in PROTOCOL_COLUMNS:
+        df[col] = df[col].fillna("") if col in df.columns else ""
+    return df.loc[:, list(SUMMARY_COLUMNS)]
+
+
+def read_summaries(root: Path | None = None, *, skipped: list[str] | None = None) -> pd.DataFrame:
     """Every ``results/<benchmark>/*.csv`` with the summary columns, concatenated.
 
     A model with only partial runs of a benchmark (``partial/``) is represented by its largest
-    one (its meta's ``limit`` labels it); a full run always wins over partial ones.
+    one (its meta's ``limit`` labels it); a full run always wins over partial ones. A results file
+    that cannot be read whole is an error naming it; with ``skipped`` (a list) it is left out and
+    its ``"<file>: <why>"`` appended there instead (``tdmbench leaderboard --skip-broken``).
     """
     root = root or default_results_dir()
     frames = []
@@ -176,14 +214,15 @@ def read_summaries(root: Path | None = None) -> pd.DataFrame:
                 ):
                     partial[stem] = (n, path)
             for path in full + [p for _, p in sorted(partial.values(), key=lambda x: x[1])]:
-                text = dict.fromkeys(
-                    ("reward_version", "benchmark_version", "model_config_hash", *PROTOCOL_COLUMNS), str
-                )
-                df = pd.read_csv(path, dtype=text)
-                if set(SUMMARY_COLUMNS) - set(PROTOCOL_COLUMNS) <= set(df.columns):
-                    for col in PROTOCOL_COLUMNS:
-                        df[col] = df[col].fillna("") if col in df.columns else ""
-                    frames.append(df.loc[:, list(SUMMARY_COLUMNS)])
+                try:
+                    df = read_summary_file(path)
+                except UnreadableFileError as exc:
+                    if skipped is None:
+                        raise
+                    skipped.append(str(exc).removeprefix("results file "))
+                    continue
+                if df is not None:
+                    frames.append(df)
     if not frames:
         return pd.DataFrame(columns=list(SUMMARY_COLUMNS))
     return pd.concat(frames, ignore_index=True)
@@ -201,24 +240,35 @@ def best_run_files(benchmark: str, model: str, root: Path | None = None) -> RunF
 
 def read_meta(benchmark: str, model: str, root: Path | None = None) -> dict[str, Any]:
     path = best_run_files(benchmark, model, root).meta
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UnreadableFileError(
+            f"run metadata {path}: not valid JSON ({excerpt(str(exc), 120)}): rerun its `tdmbench eval` or restore it"
+        ) from exc
 
 
 def read_samples(benchmark: str, model: str, root: Path | None = None) -> pd.DataFrame:
     """The per-sample table of one run (``FileNotFoundError`` if it was not kept)."""
-    return pd.read_parquet(best_run_files(benchmark, model, root).samples)
+    from tdm_r1.csv_files import read_parquet
+
+    return read_parquet(best_run_files(benchmark, model, root).samples, "per-sample results file")
 
 
 def read_values(benchmark: str, model: str, root: Path | None = None) -> pd.DataFrame | None:
     """The per-sample metric values of one run (``tdm_r1.eval.paired.VALUE_COLUMNS``): the
     committed ``.scores.csv``, else derived from the parquet and ``meta.json``; ``None`` if neither
     was kept."""
+    from tdm_r1.csv_files import read_csv
     from tdm_r1.eval.paired import sample_values
 
     files = best_run_files(benchmark, model, root)
     if files.scores.is_file():
-        return pd.read_csv(
+        return read_csv(
             files.scores,
+            "per-sample scores file",
             dtype={
                 "prompt_id": str,
                 "group": str,
@@ -230,7 +280,8 @@ def read_values(benchmark: str, model: str, root: Path | None = None) -> pd.Data
             na_values={"value": ["", "NaN", "nan"]},
         )
     if files.samples.is_file():
-        return sample_values(
-            pd.read_parquet(files.samples), read_meta(benchmark, model, root).get("benchmark", {})
-        )
+        from tdm_r1.csv_files import read_parquet
+
+        samples = read_parquet(files.samples, "per-sample results file")
+        return sample_values(samples, read_meta(benchmark, model, root).get("benchmark", {}))
     return None

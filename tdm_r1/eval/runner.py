@@ -36,6 +36,7 @@ from tdm_r1.eval.cache import CachedImage, ImageCache, ScoreCache, ScoreEntry
 from tdm_r1.eval.model import EvalModel, free_memory, resolve_eval_model
 from tdm_r1.eval.reward_jobs import RewardJob, check_reward_weights, plan_rewards
 from tdm_r1.eval.summary import run_meta, sample_rows, summarize
+from tdm_r1.weights_check import check_lora_source
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BenchRun", "EvalResult", "RunStats", "evaluate", "summarize"]
+__all__ = ["BenchRun", "EvalInterrupted", "EvalResult", "RunStats", "evaluate", "summarize"]
 
 
 @dataclass
@@ -65,6 +66,23 @@ class RunStats:
     def add(self, other: RunStats) -> None:
         for name, value in asdict(other).items():
             setattr(self, name, getattr(self, name) + value)
+
+
+class EvalInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run, with what it had cached by then (every image and score is cached as
+    soon as it exists, so rerunning the command resumes from there)."""
+
+    def __init__(self, stats: RunStats, cache: Path) -> None:
+        super().__init__()
+        self.stats, self.cache = stats, cache
+
+    def message(self) -> str:
+        s = self.stats
+        return (
+            f"interrupted: {s.images_generated} new image(s) and {s.scores_computed} new score(s) of this run "
+            f"are cached in {self.cache} (with {s.image_hits} image(s) and {s.score_hits} score(s) found there); "
+            "rerun the same command to resume: cached work is not redone"
+        )
 
 
 @dataclass
@@ -142,6 +160,7 @@ def evaluate(
     # Resolve every name and read every prompt file before any model is loaded: typos and
     # missing data fail within a second.
     model_name, preset = resolve_eval_model(model)
+    check_lora_source(getattr(preset, "lora", None))  # a damaged LoRA: one line now, not a traceback later
     if not benchmarks:
         benchmarks = list(getattr(preset, "benchmarks", None) or ("geneval", "ocr", "pickscore", "drawbench"))
     benches = [b if isinstance(b, Benchmark) else BENCHMARKS.get(b) for b in benchmarks]
@@ -174,9 +193,12 @@ def evaluate(
         for p in run.mine
     ):
         check_reward_weights(jobs)  # before generating: a missing weight must not cost the generation
-    _generate_phase(runs, handle, image_cache, batch_size, stats, show)
-    handle.release()
-    failed = _score_phase(runs, jobs, image_cache, score_cache, batch_size, run_device, stats, show)
+    try:
+        _generate_phase(runs, handle, image_cache, batch_size, stats, show)
+        handle.release()
+        failed = _score_phase(runs, jobs, image_cache, score_cache, batch_size, run_device, stats, show)
+    except KeyboardInterrupt as exc:
+        raise EvalInterrupted(stats, image_cache.root.parent) from exc
 
     # Gather rows, stats and unavailable rewards to rank 0.
     failed_all = set(gather_object(sorted(failed)))

@@ -12,8 +12,11 @@ JSON API used by the page (and by the simulated rater, which goes through the sa
 
 Security: every POST carries the page token (``X-Label-Token`` header or ``token`` form field),
 a secret drawn when the app starts and written into each page, so another site cannot post
-labels through a rater's browser. With ``access_token`` set (required off the loopback
-interface), every request also needs the access cookie set by the login form.
+labels through a rater's browser. Requests for a host the app was not started for, POSTs from
+another site's pages and oversized bodies are refused before they reach an endpoint
+(``tdm_r1.label.guard``). With ``access_token`` set (required off the loopback interface), every
+request also needs the session cookie set by the login form (a random id, not the token).
+Client ids of labels are the rater's own (``tdm_r1.label.client_ids``).
 """
 
 # No ``from __future__ import annotations``: FastAPI reads the endpoint annotations, which name
@@ -31,7 +34,10 @@ from urllib.parse import quote, unquote
 
 from tdm_r1.deps import require
 from tdm_r1.errors import ConfigError, WaitTimeoutError
+from tdm_r1.label.client_ids import CLIENT_ID_PATTERN, MAX_CLIENT_ID
 from tdm_r1.label.db import LABELS, LabelDB, LabelDBError, LockedError, ReadOnlyError, UnknownImageError
+from tdm_r1.label.guard import MISSING_TOKEN, WRONG_TOKEN, RequestGuard, Sessions, allowed_hosts
+from tdm_r1.label.records import ClientIdConflictError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 IMAGE_ID = re.compile(r"^[0-9a-f]{64}$")
 GROUP_ID = re.compile(r"^[0-9a-f]{32}$")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+MAX_RATER = 64
 RATER_COOKIE, ACCESS_COOKIE = "tdm_rater", "tdm_access"
 
 
@@ -54,6 +61,8 @@ class HTTPProblem(Exception):
 def _status_of(exc: LabelDBError) -> int:
     if isinstance(exc, UnknownImageError):
         return 404
+    if isinstance(exc, ClientIdConflictError):
+        return 409
     if isinstance(exc, LockedError):
         return 423
     if isinstance(exc, ReadOnlyError):
@@ -70,8 +79,16 @@ def check_host(host: str, access_token: str | None) -> None:
         )
 
 
-def create_app(db: LabelDB, *, access_token: str | None = None, title: str = "tdmbench likes") -> Any:
-    """The FastAPI application over an open :class:`LabelDB`."""
+def create_app(
+    db: LabelDB,
+    *,
+    access_token: str | None = None,
+    title: str = "tdmbench likes",
+    host: str = "127.0.0.1",
+    allowed_host: tuple[str, ...] | list[str] = (),
+) -> Any:
+    """The FastAPI application over an open :class:`LabelDB`, serving the host names ``host``
+    (its bind address), loopback and ``allowed_host``."""
     fastapi = require("fastapi", purpose="the labelling app")
     require("jinja2", purpose="the labelling app")
     from fastapi import Request
@@ -79,7 +96,7 @@ def create_app(db: LabelDB, *, access_token: str | None = None, title: str = "td
     from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
     from fastapi.staticfiles import StaticFiles
     from fastapi.templating import Jinja2Templates
-    from pydantic import BaseModel, ConfigDict
+    from pydantic import BaseModel, ConfigDict, Field
 
     page_token = secrets.token_urlsafe(24)
     templates = Jinja2Templates(directory=str(HERE / "templates"))
@@ -87,17 +104,20 @@ def create_app(db: LabelDB, *, access_token: str | None = None, title: str = "td
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.state.db = db
     app.state.page_token = page_token
+    app.state.hosts = allowed_hosts(host, allowed_host)
+    app.add_middleware(RequestGuard, hosts=app.state.hosts, page_token=page_token)
+    sessions = Sessions()
 
     class LabelIn(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        image_id: str
-        group_id: str
+        image_id: str = Field(max_length=64)
+        group_id: str = Field(pattern=GROUP_ID.pattern)
         label: Literal["like", "dislike"]
-        client_id: str | None = None
+        client_id: str | None = Field(None, max_length=MAX_CLIENT_ID, pattern=CLIENT_ID_PATTERN)
 
     class UndoIn(BaseModel):
         model_config = ConfigDict(extra="forbid")
-        group_id: str
+        group_id: str = Field(pattern=GROUP_ID.pattern)
 
     def wants_json(request: Request) -> bool:
         return request.url.path.startswith("/api/") or "application/json" in request.headers.get("accept", "")
@@ -126,10 +146,15 @@ def create_app(db: LabelDB, *, access_token: str | None = None, title: str = "td
     async def _not_found(request: Request, exc: Exception) -> Response:
         return problem(request, 404, f"no page {request.url.path}")
 
+    def logged_in(request: Request) -> bool:
+        return not access_token or sessions.valid(request.cookies.get(ACCESS_COOKIE))
+
     def rater_of(request: Request, *, required: bool = True) -> str:
-        if access_token and not hmac.compare_digest(request.cookies.get(ACCESS_COOKIE, ""), access_token):
+        if not logged_in(request):
             raise HTTPProblem(401, "this labelling app needs its access token: log in at / first")
         name = unquote(request.cookies.get(RATER_COOKIE, "")).strip()
+        if len(name) > MAX_RATER:
+            raise HTTPProblem(400, f"rater name longer than {MAX_RATER} characters: log in again at /")
         if required and not name:
             raise HTTPProblem(401, "no rater name: enter your name at / first")
         return name
@@ -137,9 +162,9 @@ def create_app(db: LabelDB, *, access_token: str | None = None, title: str = "td
     def check_token(request: Request, form_token: str | None = None) -> None:
         sent = request.headers.get("x-label-token") or form_token or ""
         if not sent:
-            raise HTTPProblem(403, "missing page token: reload the page and try again (POSTs need it)")
-        if not hmac.compare_digest(sent, page_token):
-            raise HTTPProblem(403, "wrong page token: the app was restarted; reload the page")
+            raise HTTPProblem(403, MISSING_TOKEN)
+        if not hmac.compare_digest(sent.encode(), page_token.encode()):
+            raise HTTPProblem(403, WRONG_TOKEN)
 
     def page(request: Request, template: str, status: int = 200, **ctx: Any) -> Response:
         ctx = {"title": title, "token": page_token, **ctx}
@@ -147,10 +172,8 @@ def create_app(db: LabelDB, *, access_token: str | None = None, title: str = "td
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request) -> Response:
-        needs_access = bool(access_token) and not hmac.compare_digest(
-            request.cookies.get(ACCESS_COOKIE, ""), access_token or ""
-        )
-        name = unquote(request.cookies.get(RATER_COOKIE, "")).strip()
+        needs_access = not logged_in(request)
+        name = unquote(request.cookies.get(RATER_COOKIE, "")).strip()[:MAX_RATER]
         if needs_access or not name:
             return page(request, "login.html", needs_access=needs_access, name=name)
         pending = db.pending(name, limit=1)
@@ -163,15 +186,16 @@ def create_app(db: LabelDB, *, access_token: str | None = None, title: str = "td
         form = await request.form()
         check_token(request, str(form.get("token", "")))
         name = str(form.get("name", "")).strip()
-        if not name or len(name) > 64:
-            raise HTTPProblem(400, "enter a rater name of 1 to 64 characters")
+        if not name or len(name) > MAX_RATER:
+            raise HTTPProblem(400, f"enter a rater name of 1 to {MAX_RATER} characters")
         resp = RedirectResponse("/", status_code=303)
+        secure = request.url.scheme == "https"  # served over TLS: never send the cookies in clear
         if access_token:
             given = str(form.get("access", ""))
-            if not hmac.compare_digest(given, access_token):
+            if not hmac.compare_digest(given.encode(), access_token.encode()):
                 raise HTTPProblem(401, "wrong access token: ask whoever started the app for it")
-            resp.set_cookie(ACCESS_COOKIE, given, httponly=True, samesite="strict")
-        resp.set_cookie(RATER_COOKIE, quote(name), samesite="strict", max_age=3600 * 24 * 365)
+            resp.set_cookie(ACCESS_COOKIE, sessions.new(), httponly=True, samesite="strict", secure=secure)
+        resp.set_cookie(RATER_COOKIE, quote(name), samesite="strict", max_age=3600 * 24 * 365, secure=secure)
         return resp
 
     @app.get("/group/{gid}", response_class=HTMLResponse)
@@ -283,8 +307,16 @@ class BackgroundServer:
         self.stop()
 
 
-def serve(db: LabelDB, *, host: str = "127.0.0.1", port: int = 8765, access_token: str | None = None) -> None:
+def serve(
+    db: LabelDB,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    access_token: str | None = None,
+    allowed_host: tuple[str, ...] | list[str] = (),
+) -> None:
     """Serve the app in the foreground (``tdmbench label``)."""
     check_host(host, access_token)
     uvicorn = require("uvicorn", purpose="the labelling app")
-    uvicorn.run(create_app(db, access_token=access_token), host=host, port=port, log_level="warning")
+    app = create_app(db, access_token=access_token, host=host, allowed_host=allowed_host)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -79,6 +79,7 @@ def label_command(
     import_: Path | None = None,
     stats: bool = False,
     echo: Any = print,
+    allowed_host: list[str] | tuple[str, ...] = (),
 ) -> None:
     from tdm_r1.label.app import check_host
 
@@ -112,7 +113,11 @@ def label_command(
             added += int(new)
         echo(f"{added} new group(s) registered from {images}")
     from tdm_r1.label.app import serve
+    from tdm_r1.label.guard import allowed_hosts
 
     pending = len(store.pending(limit=10**9))
     echo(f"labelling app at http://{host}:{port} ({pending} pending group(s) in {db}; Ctrl+C stops it)")
-    serve(store, host=host, port=port, access_token=token)
+    echo(
+        f"serving the host names {', '.join(sorted(allowed_hosts(host, allowed_host)))} (--allowed-host adds one)"
+    )
+    serve(store, host=host, port=port, access_token=token, allowed_host=allowed_host)

@@ -8,8 +8,9 @@ Tables:
   image ids, so registering the same rollout twice (a resumed run) adds nothing;
 * ``labels``: append-only, one row per (image, rater) decision with time and rater; a relabel is
   a new row whose ``supersedes`` names the row it replaces, an undo a row with ``label`` NULL.
-  The current label of (image, rater) is its newest row. ``client_id`` is unique, so a label
-  posted twice (a retried request, an import of an export) is stored once.
+  The current label of (image, rater) is its newest row. ``client_id`` is unique per rater
+  (``tdm_r1.label.client_ids``), so a label posted twice (a retried request, an import of an
+  export) is stored once.
 
 Every write is one ``BEGIN IMMEDIATE`` transaction: it is stored whole or not at all. SQLite's
 "readonly" / "locked" errors become :class:`ReadOnlyError` / :class:`LockedError` with the file
@@ -30,6 +31,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tdm_r1.label.client_ids import replay, scoped
 from tdm_r1.label.records import (
     LabelDBError,
     LabelRow,
@@ -360,13 +362,12 @@ class LabelDB:
             raise LabelDBError("a rater name of 1 to 64 characters is needed")
         if label not in (0, 1, None):
             raise LabelDBError(f"label must be like (1), dislike (0) or cleared (None), got {label!r}")
-        client_id = client_id or uuid.uuid4().hex
+        sent_id = client_id or uuid.uuid4().hex
+        key = scoped(rater, sent_id)
         with self.transaction() as c:
-            old = c.execute("SELECT * FROM labels WHERE client_id = ?", (client_id,)).fetchone()
+            old = c.execute("SELECT * FROM labels WHERE client_id = ?", (key,)).fetchone()
             if old is not None:
-                return LabelRow(
-                    old["id"], old["image_id"], old["rater"], old["label"], old["supersedes"], False
-                )
+                return replay(old, rater, image_id, label, group_id, sent_id)
             if not c.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone():
                 raise UnknownImageError(f"no image {image_id!r} in this label database")
             if (
@@ -384,7 +385,7 @@ class LabelDB:
             cur = c.execute(
                 "INSERT INTO labels(image_id, group_id, rater, label, created, supersedes, client_id) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (image_id, group_id, rater, label, created or time.time(), sup, client_id),
+                (image_id, group_id, rater, label, created or time.time(), sup, key),
             )
             return LabelRow(int(cur.lastrowid or 0), image_id, rater, label, sup, True)
 
@@ -427,7 +428,6 @@ class LabelDB:
             "raters": one("SELECT count(DISTINCT rater) FROM labels"),
         }
 
-    # ------------------------------------------------------------------------- export/import
     # ------------------------------------------------------------------------- export/import
     def export(self, path: str | Path) -> int:
         """Every label row (history included) to ``.csv`` or ``.parquet``. Returns the row count."""

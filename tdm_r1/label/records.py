@@ -31,6 +31,10 @@ class RunMismatchError(LabelDBError):
     pass
 
 
+class ClientIdConflictError(LabelDBError):
+    """A client id already stored with another decision (the app answers 409)."""
+
+
 @dataclass(frozen=True)
 class LabelRow:
     id: int

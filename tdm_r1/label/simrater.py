@@ -77,7 +77,8 @@ class HttpRater:
                     "image_id": im["id"],
                     "group_id": group["id"],
                     "label": "like" if like else "dislike",
-                    "client_id": f"sim:{self.name}:{group['id']}:{im['id']}",
+                    # ids are the rater's own (the app scopes them), so they need not hold the name
+                    "client_id": f"sim:{group['id']}:{im['id']}",
                 }
                 self._check(self.client.post("/api/label", json=body, headers={"X-Label-Token": self.token}))
                 posted += 1

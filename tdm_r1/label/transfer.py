@@ -9,7 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tdm_r1.label.records import LabelDBError, UnknownImageError
+from tdm_r1.csv_files import read_csv, read_parquet
+from tdm_r1.errors import excerpt
+from tdm_r1.label.records import ClientIdConflictError, LabelDBError, UnknownImageError
 
 if TYPE_CHECKING:
     from tdm_r1.label.db import LabelDB
@@ -58,17 +60,33 @@ def import_labels(db: LabelDB, path: str | Path) -> int:
     _check_suffix(path)
     if not path.is_file():
         raise LabelDBError(f"no label file at {path}")
-    df = pd.read_csv(path, dtype={"client_id": str}) if path.suffix == ".csv" else pd.read_parquet(path)
+    if path.suffix == ".csv":
+        df = read_csv(path, "label file", dtype={"client_id": str})
+    else:
+        df = read_parquet(path, "label file")
     missing = {"image_id", "rater", "label", "created", "client_id"} - set(df.columns)
     if missing:
         raise LabelDBError(f"{path} lacks the column(s) {sorted(missing)} of a label export")
     added = 0
     with db.transaction() as c:
         for k, r in enumerate(df.itertuples(index=False), start=2):
-            label = None if pd.isna(r.label) else int(r.label)
+            try:
+                label = None if pd.isna(r.label) else int(r.label)
+                created = float(r.created)
+            except (TypeError, ValueError):
+                label, created = -1, 0.0
             if label not in (0, 1, None) or not isinstance(r.rater, str) or not r.rater.strip():
-                raise LabelDBError(f"{path} line {k}: bad label {r.label!r} or rater {r.rater!r}")
-            if c.execute("SELECT 1 FROM labels WHERE client_id = ?", (r.client_id,)).fetchone():
+                raise LabelDBError(
+                    f"{path} line {k}: bad label {excerpt(r.label)!r}, created {excerpt(r.created)!r} "
+                    f"or rater {excerpt(r.rater)!r}; nothing was imported"
+                )
+            old = c.execute("SELECT * FROM labels WHERE client_id = ?", (r.client_id,)).fetchone()
+            if old is not None:
+                if (old["rater"], old["image_id"], old["label"]) != (r.rater, r.image_id, label):
+                    raise ClientIdConflictError(
+                        f"{path} line {k}: client_id {excerpt(r.client_id)!r} is stored in {db.path} with "
+                        "another rater, image or label; nothing was imported"
+                    )
                 continue
             if not c.execute("SELECT 1 FROM images WHERE id = ?", (r.image_id,)).fetchone():
                 raise UnknownImageError(
@@ -88,7 +106,7 @@ def import_labels(db: LabelDB, path: str | Path) -> int:
                     gid,
                     r.rater,
                     label,
-                    float(r.created),
+                    created,
                     prev["id"] if prev else None,
                     r.client_id,
                 ),
