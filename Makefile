@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lint format test-mmdet
+.PHONY: setup demo test test-slow lint format test-mmdet
 
 # torch first, from the local wheel cache: a plain `torch` requirement would pull a multi-GB
 # CUDA build. torch 2.14.1 + torchvision 0.29.1 is the pair that imports together here
@@ -28,6 +28,12 @@ test: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest
+
+# The `slow` tests (deselected by `make test`), e.g. the full SD3.5-Medium / Z-Image transformers with
+# random bf16 weights on the CPU (tests/test_real_arch_cpu.py alone: ~7 min on 2 shared cores, peak
+# 13.4 GiB). TDMBENCH_PERF_OUT=results/perf/real_arch_cpu.md records their time and peak memory there.
+test-slow: setup
+	$(PY) -m pytest -m slow
 
 format: setup
 	$(VENV)/bin/ruff format .

@@ -2,7 +2,9 @@
 
 ``tdmbench demo`` = ``tdmbench train --reward ocr`` (toy-4step, 2 CPU cores) + ``tdmbench eval`` of
 the toy teacher (100 NFE), the 4-step student and the new RL model on the toy suites +
-``tdmbench leaderboard``. Every stage is cached or resumable: rerunning continues.
+``tdmbench leaderboard``. Every stage is cached or resumable: rerunning continues. It ends with
+what the run changed: the new model minus its start weights (toy-4step) on the same prompts and
+seeds, in-domain (the trained reward's suite) and out-of-domain, with the paired 95% CI and verdict.
 """
 
 from __future__ import annotations
@@ -14,6 +16,46 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 TOY_SUITES = ("toy-geneval", "toy-ocr")
+#: suite -> its headline metric; reward -> its in-domain suite.
+HEADLINE = {"toy-geneval": "overall", "toy-ocr": "ocr"}
+IN_DOMAIN = {"geneval": "toy-geneval", "ocr": "toy-ocr"}
+START = "toy-4step"
+
+
+def verdict(delta: object) -> str:
+    """A paired delta's plain reading: better / worse when its CI excludes 0, else not significant."""
+    sig = getattr(delta, "significant", None)
+    if sig is None:
+        return f"unpaired: {getattr(delta, 'reason', '')}"
+    if not sig:
+        return "not significant (the CI includes 0)"
+    return "better (CI above 0)" if delta.ci_low > 0 else "worse (CI below 0)"  # type: ignore[attr-defined]
+
+
+def start_to_end(run_name: str, reward: str, root: object) -> list[dict[str, object]]:
+    """The new model minus its start weights on each toy suite (paired on prompts and seeds)."""
+    from tdm_r1.eval.paired import compare
+    from tdm_r1.eval.results import read_values
+
+    rows = []
+    for bench in sorted(TOY_SUITES, key=lambda b: b != IN_DOMAIN.get(reward)):
+        new, old = read_values(bench, run_name, root), read_values(bench, START, root)
+        if new is None or old is None:
+            continue
+        d = compare(new, old, HEADLINE[bench])
+        rows.append(
+            {
+                "suite": bench,
+                "domain": "in-domain" if bench == IN_DOMAIN.get(reward) else "out-of-domain",
+                "metric": HEADLINE[bench],
+                "delta": d.delta,
+                "ci_low": d.ci_low,
+                "ci_high": d.ci_high,
+                "n": d.n,
+                "verdict": verdict(d),
+            }
+        )
+    return rows
 
 
 def run_demo(
@@ -66,6 +108,7 @@ def run_demo(
     write_all(board, root / "plots")
     stages["leaderboard"] = time.perf_counter() - t1
     out["leaderboard"] = board
+    out["deltas"] = start_to_end(run_name, reward, root)
     out["stages"] = stages
     log.info("leaderboard written: %s", root / "leaderboard.md")
     return out

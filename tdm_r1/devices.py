@@ -60,13 +60,41 @@ def resolve_dtype(
     return DTYPES[key]
 
 
+def _same_device(have: torch.device, want: torch.device) -> bool:
+    """Whether a tensor on ``have`` is already on ``want`` (``cuda`` without an index = the current one)."""
+    if have.type != want.type:
+        return False
+    if want.index is None:
+        return have.type != "cuda" or have.index == torch.cuda.current_device()
+    return have.index == want.index
+
+
 def move_module(module: nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    """``module.to(device, dtype)``, skipping the dtype cast when it is already right (diffusers warns)."""
+    """``module.to(device, dtype)``, skipping what would not change anything.
+
+    * no ``Module.to()`` at all when every parameter and buffer is already on ``device`` and the
+      parameters are in ``dtype`` (diffusers warns on a needless cast);
+    * the dtype cast only when the first parameter is not in ``dtype`` already;
+    * a module on the meta device (built without weights, e.g. to plan a real-size model) stays
+      there whatever ``device`` says: it has no data to move (``Module.to()`` would raise), and
+      ``to_empty`` / loading the weights is what puts it on a device. Its dtype is still cast.
+    """
+    tensors = [*module.parameters(), *module.buffers()]
+    if not tensors:
+        return
     first = next(module.parameters(), None)
-    if first is not None and first.dtype == dtype:
-        module.to(device=device)
-    else:
+    cast = first is None or first.dtype != dtype
+    if any(t.is_meta for t in tensors):
+        if cast:
+            module.to(dtype=dtype)
+        return
+    move = not all(_same_device(t.device, device) for t in tensors)
+    if move and cast:
         module.to(device=device, dtype=dtype)
+    elif move:
+        module.to(device=device)
+    elif cast:
+        module.to(dtype=dtype)
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -35,6 +35,12 @@ class Stream(StrEnum):
     NFT_EPS = "nft-eps"  # DiffusionNFT's training noise, per (level slot, sample)
     DGPO_T = "dgpo-t"  # DGPO's training grid indices, per epoch
     DGPO_EPS = "dgpo-eps"  # DGPO's training noise, per (grid index, group)
+    # instruments (``method.diagnostics_every``): draws of their own, so that turning them on
+    # changes no draw of the training streams above
+    DIAG_PROMPTS = "diag-prompts"  # the fresh groups' prompts, per epoch
+    DIAG_NOISE = "diag-noise"  # the fresh groups' rollout noise, per global sample
+    DIAG_TAU = "diag-tau"  # the surrogate probe's query noise level, per (boundary, group)
+    DIAG_EPS = "diag-eps"  # the surrogate probe's query noise, per (boundary, group)
 
 
 def derive_seed(base_seed: int, *keys: int | str) -> int:

@@ -32,6 +32,8 @@ LAYERS: list[tuple[str, int]] = [
     ("tdm_r1.devices", 0),  # torch device/dtype defaults: imports torch, no models
     ("tdm_r1.prompt_files", 0),
     ("tdm_r1.procs", 0),
+    ("tdm_r1.csv_files", 0),  # user tables read with errors naming the file (pandas imported lazily)
+    ("tdm_r1.weights_check", 0),  # a local LoRA's files are whole (no torch)
     # 1 the pure method math (losses, noise, advantages): flow math only
     ("tdm_r1.method", 1),
     # 2 models and the sampler; the toy world's renderer, grammar, detector and toy model

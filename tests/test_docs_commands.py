@@ -26,7 +26,7 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 #: What an offline machine may answer instead of success: a weight file or an optional extra.
 NEEDS = re.compile(r"not available offline|pip install|could not be downloaded|tdmbench data fetch")
 #: Commands that generate images with a toy model (tens of seconds on 2 busy cores).
-SLOW = ("eval --model toy-", "generate --model toy-")
+SLOW = ("eval --model toy-", "generate --model toy-", "plan --")  # plan: a real-size trace, 20-60 s
 
 
 def shown_commands() -> list[tuple[str, str]]:

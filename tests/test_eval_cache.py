@@ -24,9 +24,13 @@ def test_stable_json_is_canonical() -> None:
 
 
 def test_image_keys_depend_on_every_input() -> None:
-    ident = ImageCache.model_identity({"hub": "m", "lora": None}, {"steps": 4, "guidance": 0.0})
-    assert ident == ImageCache.model_identity({"lora": None, "hub": "m"}, {"guidance": 0.0, "steps": 4})
-    assert ident != ImageCache.model_identity({"hub": "m", "lora": None}, {"steps": 8, "guidance": 0.0})
+    ident = ImageCache.model_identity({"hub": "m", "lora": None, "sampling": {"steps": 4, "guidance": 0.0}})
+    assert ident == ImageCache.model_identity(
+        {"lora": None, "sampling": {"guidance": 0.0, "steps": 4}, "hub": "m"}
+    )
+    assert ident != ImageCache.model_identity(
+        {"hub": "m", "lora": None, "sampling": {"steps": 8, "guidance": 0.0}}
+    )
     base = ImageCache.key(ident, "a cat", 0)
     assert len({base, ImageCache.key(ident, "a cat", 1), ImageCache.key(ident, "a dog", 0)}) == 3
     assert base == ImageCache.key(ident, "a cat", 0)

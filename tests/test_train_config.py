@@ -17,7 +17,11 @@ BEFORE = json.loads((Path(__file__).parent / "golden" / "presets_resolved.json")
 #: The 8-GPU files became one recipe per reward (the process count is the launcher's); the rest kept their names.
 RENAMED = {f"sd3.5m-{r}-8gpu": f"sd3.5m-{r}" for r in ("ocr", "geneval", "hps", "imagereward")}
 #: Fields added since the record (issue 14's methods), with defaults that change no recorded run.
-ADDED = {"method": {"name": "tdm-r1", "flow_grpo": ..., "diffusionnft": ..., "dgpo": ...}}
+ADDED = {
+    "method": {"name": "tdm-r1", "flow_grpo": ..., "diffusionnft": ..., "dgpo": ..., "diagnostics_every": 0},
+    # issue "five traps": the LoRA scale (None = as published) and the recipe's checked text length
+    "model": {"lora_scale": None, "max_sequence_length": ...},
+}
 #: The SD3.5-Medium recipes of the other RL methods, `sd3.5m-<method>-<reward>[-1gpu]`.
 RL_SD35 = {
     f"sd3.5m-{m}-{r}{gpu}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import pathlib
 import shutil
 from pathlib import Path
@@ -115,3 +116,30 @@ def test_resume_sees_the_toy_task_order() -> None:
             [["colors", 0.5], ["single_object", 1.0]],
         )
     ]
+
+
+def test_a_run_started_before_a_field_existed_resumes_when_the_field_is_at_its_default(
+    tmp_path: Path,
+) -> None:
+    """A field added to TrainConfig later (its default keeps the old behaviour) does not stop a
+    resume; the same field away from its default, or a changed old field, still does."""
+    import yaml
+
+    from tdm_r1.config import to_dict
+    from tdm_r1.train.config import TrainConfig
+    from tdm_r1.train.resume import check_resume
+
+    new = to_dict(TrainConfig())
+    old = json.loads(json.dumps(new, default=str))
+    del old["method"]["num_train_timesteps"]  # as if the run predates the field
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    # accepted, and reported (the caller logs it and rewrites config.yaml)
+    assert check_resume(tmp_path, new) == [("method.num_train_timesteps", "(absent)", 2)]
+    changed = json.loads(json.dumps(new, default=str))
+    changed["method"]["num_train_timesteps"] = 99
+    with pytest.raises(ConfigError, match=r"method.num_train_timesteps: '\(absent\)' -> 99"):
+        check_resume(tmp_path, changed)
+    old["seed"] = 7
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    with pytest.raises(ConfigError, match="seed: 7 -> 42"):
+        check_resume(tmp_path, new)

@@ -43,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
 
 from tdm_r1.devices import move_module  # noqa: E402
 from tdm_r1.models.conditioning import Conditioning  # noqa: E402
+from tdm_r1.models.families import prompt_tokens  # noqa: E402
 from tdm_r1.models.sd3 import SD3Adapter  # noqa: E402
 from tdm_r1.models.spec import SamplingSpec  # noqa: E402
 from tdm_r1.models.z_image import ZImageAdapter  # noqa: E402
@@ -52,6 +53,18 @@ from tdm_r1.testing import real_configs  # noqa: E402
 #: H100, bf16, transformer alone, random weights (the issue's anchors): ms per image per NFE.
 ANCHORS = {("sd3.5-medium", 512, 16): 9.75, ("sd3.5-medium", 1024, 4): 40.5, ("z-image", 1024, 4): 148.0}
 TARGET_RATIO = 1.2
+#: Z-Image keeps a prompt's real tokens only (at most 512): the perf runs use prompts of 128 tokens.
+Z_IMAGE_PERF_TOKENS = 128
+
+
+def text_tokens_note() -> str:
+    """The text tokens per prompt the tables were measured with (recorded in their header)."""
+    sd3 = prompt_tokens("sd3", {})
+    return (
+        f"sd3.5-medium {sd3['total']} ({sd3['fixed']} CLIP + {sd3['max_sequence_length']} T5, the presets' length); "
+        f"z-image {Z_IMAGE_PERF_TOKENS} real tokens (of at most {prompt_tokens('z-image', {})['total']})"
+    )
+
 
 # Reduced configurations for CPU runs: the same architectures, narrower and shallower.
 REDUCED = {
@@ -137,8 +150,8 @@ def make_adapter(model: str, reduced: bool, device: torch.device, dtype: torch.d
         vae = build(AutoencoderKL, vae_cfg, device, dtype)
         spec = SamplingSpec(steps=4, guidance=1.0, shift=3.0, solver="dpmsolver++")  # tdm-sd3.5-medium-4step
         adapter = SD3Adapter(transformer=transformer, vae=vae, sampling=spec, device=device, dtype=dtype)
-        # CLIP 77 tokens + T5 128 tokens (the presets' max_sequence_length)
-        return adapter, 77 + 128, int(cfg["joint_attention_dim"])
+        # CLIP 77 tokens + T5 128 tokens: the SD3 family's length (tdm_r1.models.families.SD3_TEXT)
+        return adapter, int(prompt_tokens("sd3", {})["total"]), int(cfg["joint_attention_dim"])
     cfg = REDUCED[model] if reduced else real_configs.Z_IMAGE_TRANSFORMER
     vae_cfg = (
         dict(REDUCED["vae"], scaling_factor=0.3611, shift_factor=0.1159) if reduced else real_configs.FLUX_VAE
@@ -147,7 +160,7 @@ def make_adapter(model: str, reduced: bool, device: torch.device, dtype: torch.d
     vae = build(AutoencoderKL, vae_cfg, device, dtype)
     spec = SamplingSpec(steps=5, guidance=1.0, shift=3.0, spacing="zero-terminal")  # z-image-4step: 4 passes
     adapter = ZImageAdapter(transformer=transformer, vae=vae, sampling=spec, device=device, dtype=dtype)
-    return adapter, 128, int(cfg["cap_feat_dim"])
+    return adapter, Z_IMAGE_PERF_TOKENS, int(cfg["cap_feat_dim"])
 
 
 def conditioning(
@@ -323,6 +336,7 @@ def main() -> None:
         else "real (SD3.5-Medium transformer 2.24 B + SD3 VAE; Z-Image transformer 6.15 B + FLUX VAE)",
         "versions": f"torch {torch.__version__}, diffusers {diffusers.__version__}, python {platform.python_version()}",
         "attention": "PyTorch SDPA (diffusers default processors)",
+        "text tokens per prompt": text_tokens_note(),
         "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
     }

@@ -49,7 +49,7 @@ for p in (str(REPO), str(HERE)):
 
 import torch  # noqa: E402
 import train_methods  # noqa: E402
-from generation import REDUCED, conditioning, make_adapter, sync  # noqa: E402
+from generation import REDUCED, conditioning, make_adapter, sync, text_tokens_note  # noqa: E402
 
 from tdm_r1.train.config import load_train_config  # noqa: E402
 from tdm_r1.train.ema import EMA  # noqa: E402
@@ -215,7 +215,7 @@ def write(rows: list[Row], args: argparse.Namespace) -> None:
         f"{os.cpu_count()} CPU cores, torch {torch.__version__}, device {args.device}, dtype {args.dtype}).",
         "",
         "Random weights of the real architectures, gradient checkpointing, text encoders absent "
-        "(offloaded after encoding). One micro-step:",
+        f"(offloaded after encoding); text tokens per prompt: {text_tokens_note()}. One micro-step:",
         "",
     ]
     if "tdm-r1" in methods:

@@ -58,10 +58,15 @@ def run_training(
     cfg = load_train_config(config, overrides=overrides, flags=flags)
     inside = in_distributed_launch()
     check_world(cfg, 1 if inside else num_processes)
+    _note_negative_weights(cfg.rewards)
     if dry_run:
+        from tdm_r1.rewards.base import check_reward_options
         from tdm_r1.train.config import dry_run as check_all
 
-        typer.echo(check_all(cfg, num_processes))
+        summary = check_all(cfg, num_processes)
+        if cfg.rewards:  # every option against its reward's signature: what the run would refuse
+            check_reward_options(cfg.rewards, cfg.reward_options)
+        typer.echo(summary)
         return
     if num_processes > 1 and not inside:
         from tdm_r1.cli.relaunch import global_argv
@@ -86,6 +91,18 @@ def run_training(
     typer.echo(
         f"final model: {run / 'final' / 'preset.json'} ({name}: tdmbench eval --model {run / 'final'})"
     )
+
+
+def _note_negative_weights(rewards: dict[str, float]) -> None:
+    """Say what a negative reward weight does (accepted: penalising a reward is a real use)."""
+    for name, weight in rewards.items():
+        if weight < 0:
+            typer.secho(
+                f"note: reward {name} has weight {weight:g}: a negative weight makes training minimise "
+                f"it (push its score down); use {name}={-weight:g} to maximise it",
+                fg=typer.colors.YELLOW,
+                err=True,
+            )
 
 
 def _run_flags(
@@ -270,6 +287,12 @@ def demo_cmd(
         typer.echo(f"reused the committed result of {model} on {bench} (same weights, suite and rewards)")
     for path in out["files"].values():
         typer.echo(f"wrote {path}")
+    typer.echo("what the run changed (new model - toy-4step, same prompts and seeds, paired 95% CI):")
+    for d in out["deltas"]:
+        typer.echo(
+            f"  {d['domain']:<13} {d['suite']}/{d['metric']}: {d['delta']:+.3f} "
+            f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] (n={d['n']}): {d['verdict']}"
+        )
     typer.echo("time per stage: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in out["stages"].items()))
 
 
@@ -332,6 +355,13 @@ def label_cmd(
     token: Annotated[
         str | None, typer.Option("--token", help="Access token remote raters must enter.")
     ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allowed-host",
+            help="Another host name raters open the app by (repeatable; --host and localhost always).",
+        ),
+    ] = None,
     export: Annotated[
         Path | None, typer.Option("--export", help="Write all label rows to .csv / .parquet and exit.")
     ] = None,
@@ -345,5 +375,5 @@ def label_cmd(
 
     label_command(
         db=db, images=images, run=run, host=host, port=port, token=token,
-        export=export, import_=import_, stats=stats, echo=typer.echo,
+        export=export, import_=import_, stats=stats, echo=typer.echo, allowed_host=allowed_host or [],
     )  # fmt: skip

@@ -109,9 +109,9 @@ class ImageCache:
         self.root = (root or eval_cache_root()) / "images"
 
     @staticmethod
-    def model_identity(model_config: dict[str, Any], sampler: dict[str, Any]) -> str:
-        """sha256 of the model config and the sampler settings (steps, guidance, size)."""
-        return digest({"model": model_config, "sampler": sampler})
+    def model_identity(image_identity: dict[str, Any]) -> str:
+        """sha256 of a model's image identity (``tdm_r1.models.identity``: weights, sampling, ...)."""
+        return digest({"model": image_identity})
 
     @staticmethod
     def key(model_identity: str, prompt: str, seed: int) -> str:

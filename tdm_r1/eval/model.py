@@ -76,10 +76,13 @@ class EvalModel:
         return int(self.preset.nfe)
 
     def sampler(self) -> dict[str, Any]:
-        return {k: getattr(self.preset, k, None) for k in ("steps", "guidance", "height", "width")}
+        """The preset's sampling settings (steps, guidance, shift, solver, spacing, resolution, ...)."""
+        from tdm_r1.models.identity import sampler_settings
+
+        return sampler_settings(self.preset)
 
     def config(self) -> dict[str, Any]:
-        """The model's identity for the image cache key.
+        """Every field of the model, for provenance (``meta.json``'s ``model.config``).
 
         ``preset.config_dict()`` when the preset offers it (no weights are loaded, so a fully
         cached re-run never touches the model), else the loaded adapter's ``config_dict()``.
@@ -89,10 +92,29 @@ class EvalModel:
             self._config = dict(fn()) if callable(fn) else dict(self.adapter().config_dict())
         return self._config
 
+    def image_identity(self) -> dict[str, Any]:
+        """What determines the images: ``preset.image_identity()`` (weights digests, LoRA layout,
+        dtype, options, sampling; no names). A preset object without it (a plug-in's) is identified
+        by all its fields (:meth:`config`) and its sampler."""
+        fn = getattr(self.preset, "image_identity", None)
+        if callable(fn):
+            return dict(fn())
+        return {"adapter": self.config(), "sampler": self.sampler()}
+
+    def text_tokens(self) -> dict[str, Any] | None:
+        """Text tokens per prompt the model conditions on (``models.families.prompt_tokens``), or
+        None for a preset object without a family."""
+        family = getattr(self.preset, "family", None)
+        if family is None:
+            return None
+        from tdm_r1.models.families import prompt_tokens
+
+        return prompt_tokens(family, getattr(self.preset, "options", None))
+
     def identity(self) -> str:
-        """sha256 of config + sampler settings: the model part of every image key."""
+        """sha256 of :meth:`image_identity`: the model part of every image key."""
         if self._identity is None:
-            self._identity = ImageCache.model_identity(self.config(), self.sampler())
+            self._identity = ImageCache.model_identity(self.image_identity())
         return self._identity
 
     def config_hash(self) -> str:

@@ -1,8 +1,8 @@
 """Reusing a result already in ``results/`` instead of evaluating again.
 
 A committed result stands for a new evaluation when everything that decides its numbers is the
-same: the model's identity (its preset fields and the content of its local weights, see
-``ModelPreset.config_dict``), the benchmark's definition and version, the identity of every reward
+same: the model's image identity (the content of its weights, LoRA layout, dtype, options and
+sampling settings; not its name: see ``tdm_r1.models.identity``), the benchmark's definition and version, the identity of every reward
 (its version string, which carries engines and settings) and the run being complete (no
 ``--limit``), with the per-sample file that paired deltas need. Anything else is evaluated again.
 """
@@ -30,6 +30,26 @@ def _reward_versions(bench: Any) -> dict[str, str]:
     return out
 
 
+def identity_changes(recorded: Any, now: dict[str, Any], limit: int = 3) -> str:
+    """The first fields that differ between two image identities, e.g. ``sampling.steps: 4 -> 8``."""
+    if not isinstance(recorded, dict):
+        return "the result records no image identity: it predates them"
+    diffs: list[str] = []
+
+    def walk(a: Any, b: Any, where: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for key in sorted(set(a) | set(b)):
+                walk(a.get(key), b.get(key), f"{where}.{key}" if where else str(key))
+        elif a != b:
+            diffs.append(f"{where}: {a!r} -> {b!r}")
+
+    walk(recorded, now, "")
+    return (
+        "; ".join(diffs[:limit]) + (f"; {len(diffs) - limit} more" if len(diffs) > limit else "")
+        or "same fields"
+    )
+
+
 def reusable_result(model: str, benchmark: str, results_root: Path) -> tuple[bool, str]:
     """(True, why) when ``results/<benchmark>/<model>`` can stand for a new evaluation, else (False, why)."""
     from tdm_r1.eval.model import EvalModel
@@ -52,9 +72,11 @@ def reusable_result(model: str, benchmark: str, results_root: Path) -> tuple[boo
             False,
             f"the suite changed (version {meta.get('benchmark', {}).get('version')} -> {bench.version})",
         )
-    now = EvalModel.of(model).config_hash()
-    if meta.get("model", {}).get("config_hash") != now:
-        return False, "the model's identity (preset or weights) changed"
+    handle = EvalModel.of(model)
+    recorded = meta.get("model", {})
+    if recorded.get("config_hash") != handle.config_hash():
+        changed = identity_changes(recorded.get("identity"), handle.image_identity())
+        return False, f"the model's image identity changed ({changed})"
     versions = _reward_versions(bench)
     for entry in meta.get("rewards", []):
         recorded = entry.get("reward_versions") or []

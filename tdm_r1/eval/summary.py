@@ -84,6 +84,8 @@ def run_meta(
             "kind": getattr(model.preset, "kind", None),
             "config": model.config(),
             "sampler": model.sampler(),
+            "identity": model.image_identity(),
+            "text_tokens": model.text_tokens(),
             "config_hash": model.config_hash(),
             **model_metadata(model.preset),
         },

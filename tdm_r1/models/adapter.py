@@ -25,6 +25,7 @@ from tdm_r1.devices import move_module, resolve_device, resolve_dtype
 from tdm_r1.errors import ConfigError, ShapeError, TdmError
 from tdm_r1.models import vae as vae_ops
 from tdm_r1.models.conditioning import Conditioning
+from tdm_r1.models.families import prompt_tokens
 from tdm_r1.models.prompt_cache import PromptCache
 from tdm_r1.models.roles import LoraRoles
 from tdm_r1.models.spec import SamplingSpec
@@ -112,8 +113,15 @@ class FlowAdapter:
         return int(getattr(self.transformer.config, "patch_size", 2))
 
     # -- identity ----------------------------------------------------------------------------------
+    def text_tokens(self) -> dict[str, Any]:
+        """Text tokens per prompt this adapter encodes with (:func:`tdm_r1.models.families.prompt_tokens`)."""
+        return prompt_tokens(self.family, {"max_sequence_length": getattr(self, "max_sequence_length", None)})
+
     def config_dict(self, role: Any = _DEFAULT) -> dict[str, Any]:
-        """JSON-able identity for cache keys: preset, sampling, dtype and a digest of the LoRA used."""
+        """JSON-able identity for cache keys: preset, sampling, dtype, text tokens and a digest of the LoRA used.
+
+        On the meta device (no weights yet) the digest reads ``"no weights (meta)"``.
+        """
         role = self._default_role() if role is _DEFAULT else role
         preset = self.preset
         return {
@@ -123,6 +131,7 @@ class FlowAdapter:
             "hub_id": getattr(preset, "hub_id", None),
             "dtype": str(self.dtype).replace("torch.", ""),
             "sampling": dataclasses.asdict(self.sampling),
+            "text_tokens": self.text_tokens(),
             "role": role,
             "role_digest": self.roles.digest(role) if role is not None else None,
         }

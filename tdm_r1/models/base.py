@@ -16,13 +16,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tdm_r1.errors import ConfigError
 from tdm_r1.models import locate
+from tdm_r1.models.ema_layouts import layout_for
 from tdm_r1.models.families import FAMILIES, adapter_class, check_options, family_of_pipeline
+from tdm_r1.models.identity import image_identity
 from tdm_r1.models.spec import SAMPLING_FIELDS, SamplingSpec
 from tdm_r1.weights import WeightFile
 
@@ -77,6 +80,8 @@ class ModelPreset:
         lora: the LoRA loaded as role ``generator``: a :class:`~tdm_r1.weights.WeightFile`, a path, or None.
         lora_format: "tdm-ema" (``{"ema_parameters": [...]}`` list in parameter order) or "peft" (a saved role).
         lora_rank, lora_alpha, lora_targets: LoRA layout for "tdm-ema" files (targets None = family default).
+        lora_scale: the LoRA's weight as diffusers' ``set_adapters(weights=...)`` applies it (output
+            scaled by ``lora_scale * alpha / rank``); None = 1, ``alpha / rank`` as published.
         dtype: default dtype on accelerators ("bfloat16"); CPU loads default to float32.
         options: extra adapter keyword options (e.g. ``max_sequence_length``).
         model_file: weight declaration of the pipeline (environment variable, size, listing).
@@ -97,6 +102,7 @@ class ModelPreset:
     lora_rank: int = 32
     lora_alpha: float = 64.0
     lora_targets: tuple[str, ...] | None = None
+    lora_scale: float | None = None
     dtype: str = "bfloat16"
     options: dict[str, Any] = field(default_factory=dict)
     model_file: WeightFile | None = None
@@ -119,6 +125,11 @@ class ModelPreset:
         if self.lora is not None and self.lora_format not in LORA_FORMATS:
             raise ConfigError(
                 f"model {self.name!r}: lora_format must be one of {', '.join(LORA_FORMATS)}, got {self.lora_format!r}"
+            )
+        if self.lora_scale is not None and (self.lora is None or not math.isfinite(self.lora_scale)):
+            raise ConfigError(
+                f"model {self.name!r}: lora_scale={self.lora_scale!r} needs a LoRA and a finite number "
+                "(None = the LoRA's alpha / rank as published)"
             )
 
     # -- what it costs ---------------------------------------------------------------------------
@@ -209,13 +220,20 @@ class ModelPreset:
                     target_modules=preset.lora_targets,
                     init="gaussian",
                 )
-                adapter.roles.load_tdm_ema("generator", lora)
+                adapter.roles.load_tdm_ema("generator", lora, layout=layout_for(preset.lora))
             else:
                 adapter.roles.load("generator", lora)
+            if preset.lora_scale is not None:
+                adapter.roles.set_scale("generator", preset.lora_scale)
         return adapter
 
+    def image_identity(self) -> dict[str, Any]:
+        """What determines this model's images (weights digests, LoRA layout, dtype, options,
+        sampling); the key of cached images and committed results. See :mod:`tdm_r1.models.identity`."""
+        return image_identity(self)
+
     def config_dict(self) -> dict[str, Any]:
-        """Identity for evaluation caches without loading any weights.
+        """Every preset field, for provenance (``meta.json``), without loading any weights.
 
         The preset's fields plus a sha256 of the weight files that live in local folders (a
         retrained toy model or a new training checkpoint gets a new identity); hub ids stand
@@ -246,6 +264,8 @@ class ModelPreset:
             out["lora_targets"] = list(self.lora_targets)
         out["in_domain"] = list(self.in_domain)
         out["benchmarks"] = list(self.benchmarks)
+        if self.lora_scale is None:  # as published: files and identities of presets without it unchanged
+            out.pop("lora_scale")
         return out
 
     @classmethod

@@ -8,6 +8,7 @@ model of that family loads. Register a new family with :func:`register_family` (
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tdm_r1.errors import ConfigError
@@ -23,8 +24,32 @@ if TYPE_CHECKING:
 FAMILIES: Registry[type] = Registry("model family")
 
 
+@dataclass(frozen=True)
+class TextTokens:
+    """How a family turns a prompt into text tokens: the one source of its default prompt length.
+
+    Attributes:
+        max_sequence_length: the adapter's default ``max_sequence_length`` (SD3: T5 tokens; Z-Image:
+            the Qwen3 token limit). Presets that state ``options.max_sequence_length`` override it.
+        fixed: tokens placed before them whatever the length (SD3: the 77 CLIP tokens).
+        padded: True when every prompt is padded to ``fixed + max_sequence_length`` tokens; False
+            when only a prompt's real tokens are kept (Z-Image), so the length is an upper bound.
+        encoder: what encodes the ``max_sequence_length`` part (shown in provenance and perf tables).
+    """
+
+    max_sequence_length: int
+    fixed: int = 0
+    padded: bool = True
+    encoder: str = ""
+
+
 def register_family(
-    family: str, target: str, *, pipeline: str | None = None, folder_sampling: SamplingSpec | None = None
+    family: str,
+    target: str,
+    *,
+    pipeline: str | None = None,
+    folder_sampling: SamplingSpec | None = None,
+    text: TextTokens | None = None,
 ) -> None:
     """Register an adapter class (``"module:Class"``) for ``family``.
 
@@ -32,10 +57,40 @@ def register_family(
         pipeline: the diffusers pipeline class a local pipeline folder names in ``model_index.json``
             (lets ``--model PATH`` find the family).
         folder_sampling: sampling defaults for such a folder (no preset says how it samples).
+        text: the family's prompt tokens (:class:`TextTokens`; the adapter's default length).
     """
     if target.count(":") != 1:
         raise ConfigError(f"family {family!r}: target must be 'module:Class', got {target!r}")
-    FAMILIES.add_lazy(family, target, pipeline=pipeline, folder_sampling=folder_sampling)
+    FAMILIES.add_lazy(family, target, pipeline=pipeline, folder_sampling=folder_sampling, text=text)
+
+
+def family_text(family: str) -> TextTokens:
+    """The :class:`TextTokens` of ``family`` (its default prompt length)."""
+    text = FAMILIES.meta(family).get("text")
+    if text is None:
+        raise ConfigError(
+            f"model family {family!r} was registered without its text tokens (text=TextTokens(...))"
+        )
+    return text
+
+
+def prompt_tokens(family: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Text tokens per prompt of a model of ``family`` with adapter ``options`` (a preset's).
+
+    ``{"max_sequence_length", "fixed", "total", "padded", "encoder"}``: e.g. SD3 with the TDM-R1
+    length 128 is 77 CLIP + 128 T5 = 205 tokens for every prompt; Z-Image keeps a prompt's real
+    tokens only, up to 512. Recorded in provenance (the adapter's ``config_dict``) and perf tables.
+    """
+    text = family_text(family)
+    length = (options or {}).get("max_sequence_length")
+    length = text.max_sequence_length if length is None else int(length)
+    return {
+        "max_sequence_length": length,
+        "fixed": text.fixed,
+        "total": text.fixed + length,
+        "padded": text.padded,
+        "encoder": text.encoder,
+    }
 
 
 def adapter_class(family: str) -> type:
@@ -84,15 +139,35 @@ def pipeline_dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
     return {"dtype": dtype}
 
 
-def _builtin(family: str, target: str, pipeline: str, **sampling: Any) -> None:
-    register_family(family, target, pipeline=pipeline, folder_sampling=SamplingSpec(**sampling))
+def _builtin(family: str, target: str, pipeline: str, text: TextTokens, **sampling: Any) -> None:
+    register_family(family, target, pipeline=pipeline, folder_sampling=SamplingSpec(**sampling), text=text)
 
 
-_builtin("sd3", "tdm_r1.models.sd3:SD3Adapter", "StableDiffusion3Pipeline", steps=28, guidance=4.5, shift=3.0)
+#: SD3 / SD3.5 prompt: 77 CLIP tokens + 128 T5 tokens. 128 is what TDM-R1 encodes every prompt with
+#: (Luo-Yihong/TDM-R1@cc55d89, scripts/train_tdmr1_pub.py: ``max_sequence_length=128``), as Flow-GRPO
+#: does; diffusers' StableDiffusion3Pipeline defaults to 256 (333 tokens). One value for every path:
+#: the presets, a pipeline folder loaded directly and the perf scripts all read it here.
+SD3_TEXT = TextTokens(max_sequence_length=128, fixed=77, padded=True, encoder="T5-XXL")
+#: Z-Image: the Qwen3 chat-templated prompt, real tokens only, at most 512 (diffusers'
+#: ZImagePipeline ``max_sequence_length=512``).
+Z_IMAGE_TEXT = TextTokens(
+    max_sequence_length=512, fixed=0, padded=False, encoder="Qwen3-4B (real tokens only)"
+)
+
+_builtin(
+    "sd3",
+    "tdm_r1.models.sd3:SD3Adapter",
+    "StableDiffusion3Pipeline",
+    SD3_TEXT,
+    steps=28,
+    guidance=4.5,
+    shift=3.0,
+)
 _builtin(
     "z-image",
     "tdm_r1.models.z_image:ZImageAdapter",
     "ZImagePipeline",
+    Z_IMAGE_TEXT,
     steps=9,
     guidance=1.0,
     shift=3.0,

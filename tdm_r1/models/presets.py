@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tdm_r1.models.base import SD3_LORA_TARGETS, ModelPreset, register_preset
+from tdm_r1.models.families import SD3_TEXT
 from tdm_r1.models.spec import SamplingSpec
 from tdm_r1.weights import WeightFile, declare
 
@@ -61,8 +62,10 @@ TDM_R1_Z_IMAGE_LORA = WeightFile(
 declare(SD35_MEDIUM, Z_IMAGE, Z_IMAGE_TURBO, TDM_SD35_LORA, TDM_R1_Z_IMAGE_LORA)
 
 # ------------------------------------------------------------------------------------ SD3.5-Medium
-# T5 length 128: what TDM-R1 (and Flow-GRPO) encode prompts with; diffusers' own default is 256.
-_SD3_OPTIONS = {"max_sequence_length": 128}
+# T5 length 128 (77 CLIP + 128 T5 = 205 tokens): what TDM-R1 (and Flow-GRPO) encode prompts with, and the
+# SD3 family's own default (families.SD3_TEXT, the one source); diffusers' pipeline default is 256. Stated
+# here too because it is part of these presets' identity (results already measured carry it).
+_SD3_OPTIONS = {"max_sequence_length": SD3_TEXT.max_sequence_length}
 
 register_preset(
     ModelPreset(

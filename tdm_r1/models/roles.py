@@ -7,7 +7,11 @@ switches, saves, loads and fingerprints them; it is a sequence of the role names
 
 File layouts: :meth:`LoraRoles.save` writes peft's ``adapter_model.safetensors`` +
 ``adapter_config.json``; :meth:`LoraRoles.load` also reads diffusers LoRA files;
-:meth:`LoraRoles.load_tdm_ema` reads TDM / TDM-R1 EMA checkpoints (a tensor list in parameter order).
+:meth:`LoraRoles.load_tdm_ema` reads TDM / TDM-R1 EMA checkpoints (a tensor list in parameter order,
+placed by name with the published order of :mod:`tdm_r1.models.ema_layouts`).
+
+A role's scale (:meth:`LoraRoles.set_scale`) multiplies its ``alpha / rank`` as diffusers does. On
+the meta device (no weights yet) :meth:`LoraRoles.digest` reads ``"no weights (meta)"``.
 """
 
 from __future__ import annotations
@@ -16,17 +20,25 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 import torch
 from torch import nn
 
 from tdm_r1.errors import ConfigError, ShapeError
+from tdm_r1.models.lora_report import LoraLoadReport, check_names
+
+if TYPE_CHECKING:
+    from tdm_r1.models.ema_layouts import EmaLayout
 
 log = logging.getLogger(__name__)
+
+#: What :meth:`LoraRoles.digest` says of a role whose tensors have no data (the meta device).
+NO_WEIGHTS = "no weights (meta)"
 
 #: ``init`` names of :meth:`LoraRoles.add` -> peft ``init_lora_weights``.
 LORA_INITS: dict[str, Any] = {
@@ -64,6 +76,7 @@ class LoraRoles(Sequence[str]):
         self._params: dict[str, list[nn.Parameter]] = {}
         self._trainable: dict[str, bool] = {}
         self._active: str | None = None
+        self._reports: dict[str, LoraLoadReport] = {}
 
     # -- the sequence of names ---------------------------------------------------------------------
     @overload
@@ -126,14 +139,19 @@ class LoraRoles(Sequence[str]):
             init_lora_weights=LORA_INITS[init],
             lora_dropout=dropout,
         )
+        on_meta = next(self.transformer.parameters()).is_meta  # no weights yet: the LoRA tensors none either
         try:
-            with warnings.catch_warnings():  # several adapters on one model is the point of roles
+            with warnings.catch_warnings(), torch.device("meta") if on_meta else contextlib.nullcontext():
                 warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
                 self.transformer.add_adapter(config, adapter_name=name)
         except ValueError as exc:  # peft: "Target modules ... not found in the base model"
             raise ConfigError(f"cannot add LoRA role {name!r} with targets {targets}: {exc}") from exc
         self._cfg[name] = {"rank": rank, "alpha": float(alpha), "target_modules": targets, "init": init}
         self._params.pop(name, None)
+        for layer in self._lora_layers(name) if on_meta else ():  # peft may leave a second adapter on the CPU
+            if layer.get_base_layer().weight.is_meta:
+                layer.lora_A[name].to("meta")
+                layer.lora_B[name].to("meta")
         self._trainable[name] = trainable
         params = self.parameters(name)
         for p in params:
@@ -147,6 +165,45 @@ class LoraRoles(Sequence[str]):
         self._trainable[name] = trainable
         for p in self.parameters(name):
             p.requires_grad_(trainable)
+
+    def _lora_layers(self, name: str) -> list[Any]:
+        return [m for m in self.transformer.modules() if name in getattr(m, "scaling", {})]
+
+    def scale(self, name: str) -> float:
+        """Role ``name``'s scale: its output is ``scale * alpha / rank * B A x`` (1.0 as published)."""
+        self._require(name)
+        return float(self._cfg[name].get("scale", 1.0))
+
+    def set_scale(self, name: str, scale: float) -> None:
+        """Apply role ``name`` at ``scale`` times ``alpha / rank``.
+
+        As diffusers' ``set_adapters([name], weights=[scale])``: peft's ``LoraLayer.set_scale(name,
+        scale)`` on every layer, ``scaling = scale * lora_alpha / r`` (diffusers@v0.33.1,
+        src/diffusers/utils/peft_utils.py ``set_weights_and_activate_adapters``). Scale s on (A, B)
+        equals scale 1 on (A, s B).
+        """
+        self._require(name)
+        if not math.isfinite(scale):
+            raise ConfigError(f"LoRA scale of role {name!r} must be a finite number, got {scale!r}")
+        for layer in self._lora_layers(name):
+            layer.set_scale(name, float(scale))
+        self._cfg[name]["scale"] = float(scale)
+
+    @torch.no_grad()
+    def fold_scale(self, name: str) -> None:
+        """Move role ``name``'s scale into its weights (B <- scale B) and set the scale to 1: the same model."""
+        s = self.scale(name)
+        if s == 1.0:
+            return
+        for layer in self._lora_layers(name):
+            layer.lora_B[name].weight.mul_(s)
+        self.set_scale(name, 1.0)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Checkpointing that recomputes with the forward's role (:mod:`tdm_r1.models.role_checkpoint`)."""
+        from tdm_r1.models.role_checkpoint import enable
+
+        enable(self.transformer)
 
     @contextlib.contextmanager
     def use(self, name: str | None) -> Iterator[None]:
@@ -193,11 +250,16 @@ class LoraRoles(Sequence[str]):
         self._require(name)
         return [n for n, _ in role_tensors(self.transformer, name)]
 
+    def has_weights(self, name: str) -> bool:
+        """False when the role's tensors have no data (the model was built on the meta device)."""
+        return not any(p.is_meta for p in self.parameters(name))
+
     def state(self, name: str) -> dict[str, torch.Tensor]:
-        """The role's tensors keyed like peft's saved files (adapter name removed), detached, on the CPU."""
+        """The role's tensors keyed like peft's saved files (adapter name removed), detached, on the CPU
+        (a role with no weights keeps them on the meta device: shapes and dtypes, no data)."""
         self._require(name)
         return {
-            file_key(n, name): p.detach().to("cpu").contiguous()
+            file_key(n, name): p.detach() if p.is_meta else p.detach().to("cpu").contiguous()
             for n, p in role_tensors(self.transformer, name)
         }
 
@@ -228,19 +290,28 @@ class LoraRoles(Sequence[str]):
             p.copy_(t.to(device=p.device, dtype=p.dtype))
 
     def digest(self, name: str) -> str:
-        """sha256 (16 hex) of the role's current tensors: identifies the weights in cache keys."""
+        """sha256 (16 hex) of the role's current tensors (and its scale when not 1): identifies the
+        weights in cache keys. ``"no weights (meta)"`` for a role on the meta device."""
+        if not self.has_weights(name):
+            return NO_WEIGHTS
         h = hashlib.sha256()
         for p in self.parameters(name):
             h.update(p.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        if self.scale(name) != 1.0:
+            h.update(f"scale={self.scale(name)!r}".encode())
         return h.hexdigest()[:16]
 
     # -- files -------------------------------------------------------------------------------------
-    def load_tdm_ema(self, name: str, path: str | Path) -> None:
+    def load_tdm_ema(self, name: str, path: str | Path, *, layout: EmaLayout | None = None) -> LoraLoadReport:
         """Load a TDM / TDM-R1 EMA checkpoint (``{"ema_parameters": [tensor, ...]}``) into role ``name``.
 
-        The list is copied in order into :meth:`parameters` (the layout TDM-R1's code uses:
-        parameters of a peft adapter, in ``named_parameters`` order). Count and every shape are
-        checked before anything is copied: a mismatch raises :class:`ShapeError`.
+        The list holds a peft adapter's tensors in the publisher's ``named_parameters`` order.
+        With the checkpoint's ``layout`` (:mod:`tdm_r1.models.ema_layouts`: the names in that order)
+        each tensor goes to the parameter of its name, whatever order this diffusers gives them,
+        and a role with other names is refused. Without one the list is copied in this model's
+        order (a warning says the order cannot be checked). Count and every shape are checked
+        before anything is copied: a mismatch raises :class:`ShapeError`. Returns the load's
+        :class:`~tdm_r1.models.lora_report.LoraLoadReport` (also kept: :meth:`load_report`).
         """
         path = Path(path)
         try:
@@ -252,13 +323,48 @@ class LoraRoles(Sequence[str]):
             raise ShapeError(
                 f"{path} is not a TDM EMA checkpoint: expected a dict with an 'ema_parameters' list, got {keys}"
             )
-        self.set_weights(name, state["ema_parameters"], source=f"TDM EMA checkpoint {path}")
+        tensors = list(state["ema_parameters"])
+        source = f"TDM EMA checkpoint {path}"
+        if layout is not None:
+            from tdm_r1.models.ema_layouts import order_by_layout
+
+            model_names = [file_key(n, name) for n in self.tensor_names(name)]
+            tensors = order_by_layout(tensors, model_names, layout, source=source)
+        else:
+            log.warning(
+                "%s: no published parameter order is known for it; its %d tensors are copied in this "
+                "model's order (a permuted list of equal shapes would load unnoticed)",
+                source,
+                len(tensors),
+            )
+        self.set_weights(name, tensors, source=source)
         log.info("loaded %d EMA tensors from %s into role %r", len(state["ema_parameters"]), path, name)
+        return self._report(name, source, len(tensors))
+
+    def _report(self, name: str, source: str, loaded: int) -> LoraLoadReport:
+        cfg, expected = self._cfg[name], len(self.parameters(name))
+        args = (name, source, expected, loaded, int(cfg["rank"]), float(cfg["alpha"]), self.scale(name))
+        self._reports[name] = LoraLoadReport(*args)
+        return self._reports[name]
+
+    def load_report(self, name: str) -> LoraLoadReport | None:
+        """The report of the last file loaded into role ``name`` (None if none was)."""
+        self._require(name)
+        return self._reports.get(name)
 
     def save(self, name: str, directory: str | Path) -> Path:
         """Save role ``name`` as ``adapter_model.safetensors`` + ``adapter_config.json`` (peft layout)."""
         from safetensors.torch import save_file
 
+        if not self.has_weights(name):
+            raise ShapeError(
+                f"role {name!r} has {NO_WEIGHTS}: nothing to save (load the model's weights first)"
+            )
+        if self.scale(name) != 1.0:
+            raise ConfigError(
+                f"role {name!r} runs at LoRA scale {self.scale(name):g}; a saved role holds its weights at "
+                "scale 1: call fold_scale first (the same model)"
+            )
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file(self.state(name), str(directory / "adapter_model.safetensors"))
@@ -274,12 +380,12 @@ class LoraRoles(Sequence[str]):
         (directory / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
         return directory
 
-    def load(self, name: str, path: str | Path) -> None:
+    def load(self, name: str, path: str | Path) -> LoraLoadReport:
         """Load a saved role (folder from :meth:`save`, or a peft / diffusers LoRA file) into ``name``.
 
         Creates the role from ``adapter_config.json`` if it does not exist. Keys may carry the
         prefixes ``base_model.model.`` (peft) or ``transformer.`` (diffusers). Missing, unexpected
-        or mis-shaped tensors raise :class:`ShapeError` before anything is copied.
+        or mis-shaped tensors raise :class:`ShapeError` (one line) before anything is copied.
         """
         path = Path(path)
         weights_file, config = _find_lora_files(path)
@@ -298,14 +404,7 @@ class LoraRoles(Sequence[str]):
         state = _read_state_dict(weights_file)
         state = {_normalise_lora_key(k, name): v for k, v in state.items()}
         expected = {file_key(n, name): p for n, p in role_tensors(self.transformer, name)}
-        missing = sorted(set(expected) - set(state))
-        unexpected = sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise ShapeError(
-                f"LoRA {weights_file} does not match role {name!r}: {len(missing)} missing tensors "
-                f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}). "
-                "Check the model family and the LoRA's target modules."
-            )
+        check_names(expected, state, source=str(weights_file), role=name)
         bad = [
             (k, tuple(state[k].shape), tuple(p.shape))
             for k, p in expected.items()
@@ -318,6 +417,7 @@ class LoraRoles(Sequence[str]):
         with torch.no_grad():
             for k, p in expected.items():
                 p.copy_(state[k].to(device=p.device, dtype=p.dtype))
+        return self._report(name, f"LoRA {weights_file}", len(expected))
 
 
 def _find_lora_files(path: Path) -> tuple[Path, dict[str, Any] | None]:

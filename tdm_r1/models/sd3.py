@@ -19,7 +19,7 @@ from tdm_r1.devices import move_module, resolve_device, resolve_dtype
 from tdm_r1.models.adapter import FlowAdapter
 from tdm_r1.models.base import SD3_LORA_TARGETS
 from tdm_r1.models.conditioning import Conditioning
-from tdm_r1.models.families import pipeline_dtype_kwarg
+from tdm_r1.models.families import family_text, pipeline_dtype_kwarg
 
 
 class SD3Adapter(FlowAdapter):
@@ -29,7 +29,8 @@ class SD3Adapter(FlowAdapter):
         text_encoder, text_encoder_2: ``CLIPTextModelWithProjection`` (or None to run without text encoders).
         text_encoder_3: ``T5EncoderModel`` or None (zeros, like diffusers).
         tokenizer, tokenizer_2, tokenizer_3: matching tokenizers.
-        max_sequence_length: T5 tokens (diffusers' default 256; TDM-R1 / Flow-GRPO use 128).
+        max_sequence_length: T5 tokens; None = the family's (``families.SD3_TEXT``: 128, what TDM-R1 /
+            Flow-GRPO encode with; diffusers' pipeline default 256 is not used unless asked for).
         **kwargs: see :class:`FlowAdapter`.
     """
 
@@ -47,7 +48,7 @@ class SD3Adapter(FlowAdapter):
         tokenizer: Any = None,
         tokenizer_2: Any = None,
         tokenizer_3: Any = None,
-        max_sequence_length: int = 256,
+        max_sequence_length: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(transformer=transformer, vae=vae, **kwargs)
@@ -57,7 +58,11 @@ class SD3Adapter(FlowAdapter):
         self.tokenizer = tokenizer
         self.tokenizer_2 = tokenizer_2
         self.tokenizer_3 = tokenizer_3
-        self.max_sequence_length = max_sequence_length
+        self.max_sequence_length = (
+            family_text(self.family).max_sequence_length
+            if max_sequence_length is None
+            else max_sequence_length
+        )
         for module in self.text_encoder_modules():
             module.requires_grad_(False)
             module.eval()

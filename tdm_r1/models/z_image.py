@@ -21,7 +21,7 @@ from tdm_r1.devices import move_module, resolve_device, resolve_dtype
 from tdm_r1.models.adapter import FlowAdapter
 from tdm_r1.models.base import Z_IMAGE_LORA_TARGETS
 from tdm_r1.models.conditioning import Conditioning
-from tdm_r1.models.families import pipeline_dtype_kwarg
+from tdm_r1.models.families import family_text, pipeline_dtype_kwarg
 
 
 class ZImageAdapter(FlowAdapter):
@@ -30,7 +30,8 @@ class ZImageAdapter(FlowAdapter):
     Args:
         text_encoder: the Qwen3 model (or None to run without a text encoder).
         tokenizer: its tokenizer (needs a chat template).
-        max_sequence_length: token limit per prompt (diffusers: 512). Only real tokens are kept.
+        max_sequence_length: token limit per prompt; None = the family's (``families.Z_IMAGE_TEXT``:
+            512, diffusers' default). Only real tokens are kept.
         **kwargs: see :class:`FlowAdapter`.
     """
 
@@ -44,13 +45,17 @@ class ZImageAdapter(FlowAdapter):
         vae: nn.Module | None,
         text_encoder: nn.Module | None = None,
         tokenizer: Any = None,
-        max_sequence_length: int = 512,
+        max_sequence_length: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(transformer=transformer, vae=vae, **kwargs)
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
-        self.max_sequence_length = max_sequence_length
+        self.max_sequence_length = (
+            family_text(self.family).max_sequence_length
+            if max_sequence_length is None
+            else max_sequence_length
+        )
         for module in self.text_encoder_modules():
             module.requires_grad_(False)
             module.eval()

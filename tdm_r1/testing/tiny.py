@@ -233,3 +233,22 @@ def tiny_z_image_pipeline(**kwargs: Any) -> Any:
     pipe = ZImagePipeline(**tiny_z_image_components(**kwargs))
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def reorder_submodules(module: Any, name: str, before: str) -> int:
+    """Register every child ``name`` before its sibling ``before`` (e.g. ``to_k`` before ``to_q``).
+
+    What a diffusers release that registers the attention projections in another order does to
+    ``named_parameters``: the same tensors, another order. Returns how many modules changed.
+    """
+    changed = 0
+    for sub in module.modules():
+        children = sub._modules
+        if name in children and before in children:
+            keys = [k for k in children if k != name]
+            keys.insert(keys.index(before), name)
+            reordered = {k: children[k] for k in keys}
+            children.clear()
+            children.update(reordered)
+            changed += 1
+    return changed

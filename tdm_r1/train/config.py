@@ -34,6 +34,11 @@ class ModelConfig:
     lora_alpha: float = 64.0
     #: LoRA target modules of the new roles (None = the family's attention projections).
     lora_targets: list[str] | None = None
+    #: The starting LoRA's weight (``ModelPreset.lora_scale``; None = the preset's); folded into its weights.
+    lora_scale: float | None = None
+    #: Text length (T5 tokens on SD3) the recipe was tuned with; the model and teacher presets must
+    #: encode with it, checked before anything loads (None = no check). TDM-R1's SD3.5 recipes: 128.
+    max_sequence_length: int | None = None
     #: Initialise a missing generator role like this ("zeros" = start from the teacher).
     generator_init: str = "zeros"
     gradient_checkpointing: bool = False
@@ -175,6 +180,9 @@ class MethodConfig:
     #: Generator-loss weights without reward (TDM distillation): reverse KL and CFG reward.
     distill_kl_weight: float = 1.0
     distill_cfg_weight: float = 1.0
+    #: TDM-R1 instruments every N epochs (0 = off; they change no training number):
+    #: ``tdm_r1.train.diagnostics``.
+    diagnostics_every: int = 0
     flow_grpo: FlowGrpoOptions = field(default_factory=FlowGrpoOptions)
     diffusionnft: DiffusionNftOptions = field(default_factory=DiffusionNftOptions)
     dgpo: DgpoOptions = field(default_factory=DgpoOptions)
@@ -268,6 +276,8 @@ class TrainConfig:
                 raise ConfigError("reward weights must be numbers")
         if self.method.num_train_timesteps < 1 or self.method.micro_batch < 1:
             raise ConfigError("method.num_train_timesteps and method.micro_batch must be >= 1")
+        if self.method.diagnostics_every < 0:
+            raise ConfigError("method.diagnostics_every must be >= 0 (0 = off)")
         if self.optim.grad_accum < 0:
             raise ConfigError("optim.grad_accum must be >= 0 (0 = one update per epoch)")
         if self.checkpoint_every < 0:
@@ -423,9 +433,11 @@ def dry_run(cfg: TrainConfig, world_size: int) -> str:
     source. Returns a short summary; raises :class:`ConfigError` / ``UnknownNameError``."""
     from tdm_r1.models.base import resolve_model
     from tdm_r1.registry import METHODS, REWARDS
+    from tdm_r1.train.model_check import check_model_recipe
 
     check_world(cfg, world_size)
     model = resolve_model(cfg.model.name)
+    check_model_recipe(cfg, model)
     METHODS.get(cfg.method_name).check(cfg, model)
     teacher = resolve_model(cfg.model.teacher).name if cfg.model.teacher else "the model's base"
     rewards = {REWARDS.canonical(name): w for name, w in cfg.rewards.items()}

@@ -22,6 +22,7 @@ def export_generator(trainer: Trainer, directory: Path) -> Path:
         cfg.register_as or cfg.name,
         base,
         lora_dir,
+        lora_scale=None,  # the trainer folded the starting LoRA's scale into the weights
         kind="distilled" if cfg.distill else "rl",
         sources=f"tdmbench {'distill' if cfg.distill else 'train'} run {trainer.run_dir.name}",
         steps=trainer.infer_steps,

@@ -76,6 +76,17 @@ def config_differences(old: dict[str, Any], new: dict[str, Any]) -> list[tuple[s
     ]
 
 
+def _added_at_default(diffs: list[tuple[str, Any, Any]]) -> set[str]:
+    """Keys the run's config does not have and the new one holds at their default: fields added to
+    ``TrainConfig`` after the run started, whose default keeps the old behaviour (a new option
+    enters at a value that changes nothing), so they do not stop a resume."""
+    from tdm_r1.config import to_dict
+    from tdm_r1.train.config import TrainConfig
+
+    defaults = _flatten(json.loads(json.dumps(to_dict(TrainConfig()), default=str)))
+    return {k for k, a, b in diffs if a == ABSENT and k in defaults and defaults[k] == b}
+
+
 def check_resume(run_dir: Path, new: dict[str, Any]) -> list[tuple[str, Any, Any]]:
     """Compare ``new`` (a resolved config dict) with ``<run_dir>/config.yaml`` of an existing run.
 
@@ -92,7 +103,8 @@ def check_resume(run_dir: Path, new: dict[str, Any]) -> list[tuple[str, Any, Any
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read the run's config {path}: {exc}") from exc
     diffs = config_differences(old, new)
-    unsafe = [d for d in diffs if not _is_safe(d[0])]
+    added = _added_at_default(diffs)
+    unsafe = [d for d in diffs if not _is_safe(d[0]) and d[0] not in added]
     if unsafe:
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in unsafe)
         raise ConfigError(

@@ -1,4 +1,4 @@
-"""What a run records: ``metrics.jsonl``, TensorBoard / W&B scalars, and ``run.json``."""
+"""What a run records: ``metrics.jsonl``, TensorBoard / W&B scalars, ``run.json``, and the progress bar's readings."""
 
 from __future__ import annotations
 
@@ -78,3 +78,23 @@ class RunLog:
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+#: Epochs in the progress bar's running mean of the train reward.
+RUNNING_MEAN_EPOCHS = 10
+
+
+def progress_postfix(history: list[dict[str, Any]], window: int = RUNNING_MEAN_EPOCHS) -> dict[str, str]:
+    """The progress bar's readings: this epoch's train reward beside its mean over the last
+    ``window`` epochs (each epoch draws other prompts, so one epoch's reward moves with the prompt
+    mix more than with learning), and the generator loss."""
+    last = history[-1]
+    out: dict[str, str] = {}
+    if "reward_mean" in last:
+        recent = [h["reward_mean"] for h in history[-window:] if h.get("reward_mean") == h.get("reward_mean")]
+        out["reward"] = f"{last['reward_mean']:.3f}"
+        if recent:
+            out[f"mean{len(recent)}"] = f"{sum(recent) / len(recent):.3f}"
+    if "gen_loss" in last:
+        out["gen_loss"] = f"{last['gen_loss']:.3g}"
+    return out

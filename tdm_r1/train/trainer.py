@@ -36,12 +36,13 @@ from tdm_r1.method.advantages import group_advantages
 from tdm_r1.seeds import Stream, derive_seed
 from tdm_r1.train import checkpoint
 from tdm_r1.train.config import TrainConfig, check_world, trainable_steps
+from tdm_r1.train.diagnostics import heldout_metrics
 from tdm_r1.train.ema import EMA
 from tdm_r1.train.methods.base import GEN, Batch, TrainingMethod
 from tdm_r1.train.prompts import PromptSource
 from tdm_r1.train.resume import check_resume
 from tdm_r1.train.rollout import EpochPlan, Rollout, plan_epoch, run_rollout
-from tdm_r1.train.tracking import RunLog
+from tdm_r1.train.tracking import RunLog, progress_postfix
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,12 @@ class Trainer:
         # the method's incompatibilities with the config and the model preset, before anything loads
         from tdm_r1.models.base import resolve_model
         from tdm_r1.registry import METHODS
+        from tdm_r1.train.model_check import check_model_recipe
 
         self.preset = resolve_model(cfg.model.name)
+        check_model_recipe(cfg, self.preset)  # text length and LoRA scale against the presets
+        if cfg.model.lora_scale is not None:
+            self.preset = self.preset.with_overrides(lora_scale=cfg.model.lora_scale)
         self._method_cls = METHODS.get(cfg.method_name)
         self._method_cls.check(cfg, self.preset)
         # the reward first: a reward that cannot load fails here, before a model is loaded
@@ -120,6 +125,8 @@ class Trainer:
             if getattr(cfg.model, key) is not None:
                 overrides[key] = getattr(cfg.model, key)
         self.adapter = preset.load(device=self.device, dtype=cfg.model.dtype, **overrides)
+        if GEN in self.adapter.roles:  # scale s on (A, B) = 1 on (A, sB): copies, EMA, export need none
+            self.adapter.roles.fold_scale(GEN)
         #: the model's inference steps (exported) and the training rollout's (a method may use fewer)
         self.infer_steps = cfg.model.steps or preset.sampling.steps
         self.steps = self._method_cls.rollout_steps(cfg) or self.infer_steps
@@ -166,8 +173,8 @@ class Trainer:
                     eps=o.eps,
                 )
         self.updates = {role: 0 for role in self.opt}  # a resume (after setup) restores the counts
-        if cfg.model.gradient_checkpointing:
-            a.transformer.enable_gradient_checkpointing()
+        if cfg.model.gradient_checkpointing:  # recomputation runs with the role of the forward
+            a.roles.enable_gradient_checkpointing()
         self.ema = EMA(a.role_parameters(GEN), o.ema_decay, warmup=o.ema_warmup)
         return method
 
@@ -272,8 +279,8 @@ class Trainer:
 
     # ------------------------------------------------------------------------- optimiser steps
     def backward(self, loss: torch.Tensor, role: str) -> None:
-        """Backward with ``role`` active (gradient checkpointing recomputes the forward with it),
-        scaled by the number of backward calls per optimiser update."""
+        """Backward with ``role`` active, scaled by the backward calls per update (checkpointing recomputes
+        each block with its forward's role whatever is active: :mod:`tdm_r1.models.role_checkpoint`)."""
         micro_steps = self.cfg.samples_per_epoch // self.cfg.method.micro_batch
         accum = (self.cfg.optim.grad_accum or micro_steps) * self.method.backwards_per_micro
         with self.adapter.use_role(role):
@@ -354,6 +361,7 @@ class Trainer:
             "peak_mem_mb": peak_memory_mb(self.device),
         }
         metrics.update(self._detail_means(ro))
+        metrics.update(self.method.epoch_metrics())  # e.g. TDM-R1's instruments (method.diagnostics_every)
         return metrics
 
     def _detail_means(self, ro: Rollout) -> dict[str, float]:
@@ -388,13 +396,14 @@ class Trainer:
         stop = False
         while self.epoch < cfg.max_epochs and not stop:
             metrics = self.train_epoch()
+            if cfg.eval_every and self.epoch % cfg.eval_every == 0 and cfg.eval_benchmarks:
+                # the EMA generator on the suites' fixed prompts: heldout_<suite>_<metric> in the epoch's row
+                metrics.update(heldout_metrics(self.evaluate(tag=f"epoch-{self.epoch}")))
             self.history.append(metrics)
             self.tracking.epoch(metrics)
             bar.update(1)
-            bar.set_postfix({k: f"{metrics[k]:.3g}" for k in ("reward_mean", "gen_loss") if k in metrics})
+            bar.set_postfix(progress_postfix(self.history))
             stop = bool(cfg.max_minutes) and (time.perf_counter() - t0) / 60 > cfg.max_minutes
-            if cfg.eval_every and self.epoch % cfg.eval_every == 0 and cfg.eval_benchmarks:
-                self.evaluate(tag=f"epoch-{self.epoch}")
             if (
                 (cfg.checkpoint_every and self.epoch % cfg.checkpoint_every == 0)
                 or stop

@@ -94,6 +94,8 @@ class Loop(Protocol):
     train_steps: list[int]  # the schedule's steps long enough to train
     shift: float
     updates: dict[str, int]
+    schedule: Any  # the training rollout's FlowSchedule
+    reward: Any  # the reward (None without one)
 
     def seed(self, stream: Stream, *keys: int) -> int: ...
     def row_seeds(self, stream: Stream, keys: tuple[int, ...], rows: list[int]) -> list[int]: ...
@@ -156,6 +158,10 @@ class TrainingMethod:
 
     def end_epoch(self) -> None:
         """Called once per epoch after its last optimiser step (e.g. to move a sampling copy)."""
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """Values the loop adds to the epoch's metrics after :meth:`end_epoch` (e.g. instruments)."""
+        return {}
 
     def train_micro(self, batch: Batch) -> dict[str, list[float]]:
         """Backward this micro-batch's losses into the trainable roles.

@@ -22,6 +22,7 @@ from tdm_r1.method.losses import fake_score_loss, generator_loss, group_preferen
 from tdm_r1.method.noise import renoise, sample_sigma_above, surrogate_velocity_target
 from tdm_r1.registry import METHODS
 from tdm_r1.seeds import Stream, generator, rows_rand, rows_randn
+from tdm_r1.train.diagnostics import Diagnostics
 from tdm_r1.train.methods import common
 from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod, record
 from tdm_r1.train.rollout import Rollout, guided_velocity
@@ -42,6 +43,13 @@ class TdmR1(TrainingMethod):
         self._rollout: Rollout | None = None
         self._adv: torch.Tensor | None = None
         self._sums: dict[int, torch.Tensor] = {}
+        m = self.cfg.method  # the instruments (method.diagnostics_every; off = None)
+        self.diag: Diagnostics | None = None
+        if m.diagnostics_every:
+            sur, ref = (SUR, REF if m.reference == "ema" else None) if self.uses_reward else (None, None)
+            self.diag = Diagnostics(
+                loop, every=m.diagnostics_every, null=self.null, surrogate=sur, reference=ref
+            )
 
     @property
     def backwards_per_micro(self) -> int:
@@ -65,6 +73,15 @@ class TdmR1(TrainingMethod):
     # ----------------------------------------------------------------------------- the epoch
     def begin_epoch(self, rollout: Rollout, adv: torch.Tensor) -> None:
         self._rollout, self._adv, self._sums = rollout, adv, {}
+        if self.diag is not None:
+            self.diag.begin_epoch(rollout)
+
+    def end_epoch(self) -> None:
+        if self.diag is not None:
+            self.diag.end_epoch()
+
+    def epoch_metrics(self) -> dict[str, float]:
+        return self.diag.take() if self.diag is not None else {}
 
     def train_micro(self, batch: Batch) -> dict[str, list[float]]:
         """Per drawn boundary j: fake step, surrogate step (with a reward), generator step.
@@ -260,8 +277,7 @@ class TdmR1(TrainingMethod):
             w = dict(w_kl=1.0, w_cfg=m.tdm_weight, w_rl=(1.0 - m.tdm_weight) if m.surrogate_term else 0.0)
         else:
             w = dict(w_kl=m.tdm_weight, w_cfg=m.tdm_weight, w_rl=0.0)
-        out = generator_loss(
-            x0,
+        targets = dict(
             cond_x0=cond_x0,
             uncond_x0=uncond_x0,
             fake_x0=fake_x0,
@@ -269,10 +285,17 @@ class TdmR1(TrainingMethod):
             cfg_reward_scale=m.cfg_reward_scale,
             surrogate_x0=sur_x0,
             ref_x0=ref_x0,
-            **w,
         )
+        out = generator_loss(x0, **targets, **w)
+        probe = self.diag.directions(batch, x0, targets, w) if self.diag is not None else {}
         loop.backward(out.loss, GEN)
-        return {"gen_loss": float(out.loss.detach()), "gen_kl": out.kl, "gen_cfg": out.cfg, "gen_rl": out.rl}
+        return {
+            "gen_loss": float(out.loss.detach()),
+            "gen_kl": out.kl,
+            "gen_cfg": out.cfg,
+            "gen_rl": out.rl,
+            **probe,
+        }
 
     # ------------------------------------------------------------------------------- copies
     @torch.no_grad()
