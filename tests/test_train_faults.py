@@ -143,3 +143,22 @@ def test_a_run_started_before_a_field_existed_resumes_when_the_field_is_at_its_d
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
     with pytest.raises(ConfigError, match="seed: 7 -> 42"):
         check_resume(tmp_path, new)
+
+
+def test_a_failing_scheduled_evaluation_loses_no_training(registered, tmp_path: Path, monkeypatch) -> None:
+    """The evaluation at an eval_every epoch fails: the epoch is still recorded and checkpointed,
+    so a resume continues after it instead of redoing the epochs since the last checkpoint."""
+    from tdm_r1.train.trainer import Trainer
+
+    def broken(self, tag, exported=None):
+        raise RuntimeError(f"evaluation {tag} failed")
+
+    monkeypatch.setattr(Trainer, "evaluate", broken)
+    cfg = trainkit.small_config(
+        tmp_path, max_epochs=3, checkpoint_every=0, eval_every=2, eval_benchmarks=["toy-ocr"]
+    )
+    with pytest.raises(RuntimeError, match="evaluation epoch-2 failed"):
+        Trainer(cfg).fit()
+    assert [p.name for p in checkpoint.complete(cfg.run_dir() / "checkpoints")] == ["step-00000002"]
+    rows = (cfg.run_dir() / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2]

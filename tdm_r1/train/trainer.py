@@ -398,7 +398,13 @@ class Trainer:
             metrics = self.train_epoch()
             if cfg.eval_every and self.epoch % cfg.eval_every == 0 and cfg.eval_benchmarks:
                 # the EMA generator on the suites' fixed prompts: heldout_<suite>_<metric> in the epoch's row
-                metrics.update(heldout_metrics(self.evaluate(tag=f"epoch-{self.epoch}")))
+                try:
+                    metrics.update(heldout_metrics(self.evaluate(tag=f"epoch-{self.epoch}")))
+                except BaseException:  # a failed evaluation loses no training: record, checkpoint, re-raise
+                    self.history.append(metrics)
+                    self.tracking.epoch(metrics)
+                    self.save_checkpoint()
+                    raise
             self.history.append(metrics)
             self.tracking.epoch(metrics)
             bar.update(1)
