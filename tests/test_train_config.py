@@ -18,7 +18,14 @@ BEFORE = json.loads((Path(__file__).parent / "golden" / "presets_resolved.json")
 RENAMED = {f"sd3.5m-{r}-8gpu": f"sd3.5m-{r}" for r in ("ocr", "geneval", "hps", "imagereward")}
 #: Fields added since the record (issue 14's methods), with defaults that change no recorded run.
 ADDED = {
-    "method": {"name": "tdm-r1", "flow_grpo": ..., "diffusionnft": ..., "dgpo": ..., "diagnostics_every": 0},
+    "method": {
+        "name": "tdm-r1",
+        "flow_grpo": ...,
+        "diffusionnft": ...,
+        "dgpo": ...,
+        "diagnostics_every": 0,
+        "diagnostics_queries": 4,
+    },
     # issue "five traps": the LoRA scale (None = as published) and the recipe's checked text length
     "model": {"lora_scale": None, "max_sequence_length": ...},
 }

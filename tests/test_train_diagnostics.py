@@ -16,6 +16,7 @@ from tdm_r1.train.diagnostics import (
     average_ranks,
     direction_stats,
     heldout_metrics,
+    paired_group_delta,
     pairwise_accuracy,
     spearman,
     term_gradients,
@@ -88,6 +89,19 @@ def test_heldout_metrics_read_the_evaluations_summaries(tmp_path: Path) -> None:
         got["heldout_toy-ocr_ocr"], 0.8372395890764892
     )
     assert heldout_metrics(None) == {}
+
+
+def test_paired_group_delta_by_hand() -> None:
+    now = torch.tensor([1.0, 0.5, 0.0, 1.0, float("nan"), 0.2])
+    base = torch.tensor([0.0, 0.5, 0.5, 0.0, 1.0, 0.2])
+    groups = torch.tensor([0, 0, 1, 1, 2, 2])
+    out = paired_group_delta(now, base, groups, prefix="d")
+    # differences 1, 0 | -0.5, 1 | (NaN), 0 -> mean of the 5 finite = 0.3; group means 0.5, 0.25, 0
+    assert math.isclose(out["d"], 0.3)
+    half = 4.302652729911275 * 0.25 / math.sqrt(3)  # t(0.975, 2) * sd(0.5, 0.25, 0) / sqrt(3)
+    assert math.isclose(out["d_lo"], 0.25 - half) and math.isclose(out["d_hi"], 0.25 + half)
+    one = paired_group_delta(now[:2], base[:2], groups[:2], prefix="d")
+    assert one["d"] == 0.5 and one["d_lo"] != one["d_lo"]  # one group: no interval
 
 
 def test_curves_draw_the_instruments_even_when_sparse(tmp_path: Path) -> None:
@@ -167,8 +181,13 @@ def test_instruments_change_no_training_number_and_land_in_the_metrics(
         for key in ("reward_step0", "reward_step1", "sur_pairacc_j0", "sur_spearman_j0"):
             assert key in new and row[key] == row[key], key  # logged and a number
         assert 0 <= row["sur_pairacc_j0"] <= 1 and -1 <= row["sur_spearman_j0"] <= 1
+        assert 0 <= row["sur_pairacc_q_j0"] <= 1 and -1 <= row["sur_spearman_q_j0"] <= 1
+        assert row["start_delta_lo"] <= row["start_delta"] <= row["start_delta_hi"]
         assert "sur_pairacc_j1" not in row
         assert row["gdir_cfg"] > 0 and row["gdir_rl"] > 0
+    # epoch 1's rollout is made by the start weights themselves: the replay gives the same rewards
+    assert on_rows[0]["start_delta"] == 0.0
+    assert on_rows[1]["start_delta"] != 0.0  # after one update the generator samples other images
     # the last step's x0 prediction is the rollout's final sample (Euler to sigma 0), and step 0's
     # (sigma 1 -> 0.001) is nearly it: x_0 - v against x_0 - 0.999 v
     for row in on_rows:

@@ -10,6 +10,10 @@ it learned separately. The other tasks have too few distinct prompts to hold any
 single-object prompts; 24 position prompts = 6 ordered class pairs x 4 relations, and holding out
 half of them left relation words with too few training pairs: the teacher scored 0.28 on training
 position prompts and 0.06 on held-out ones), so their test cases differ from training only by seed.
+
+RL split. RL post-training draws from ``rl``: the ``train`` split minus one held-out combination
+per slice of every task (:mod:`tdm_r1.toyworld.holdout`), so that every evaluation suite has test
+cases whose prompts the RL stage never saw (:func:`rl_unseen_ids`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from tdm_r1.data import GENEVAL_TASKS
+from tdm_r1.toyworld.holdout import rl_held_out
 from tdm_r1.toyworld.world import CLASSES, COLORS, NUMBERS, RELATIONS, WORDS, article, plural
 
 TASKS: tuple[str, ...] = (*GENEVAL_TASKS, "text")
@@ -116,10 +121,15 @@ def _is_held_out(prompt: str, fraction: float) -> bool:
     return int.from_bytes(digest[:4], "big") / 2**32 < fraction
 
 
+SPLITS: tuple[str, ...] = ("train", "test", "rl")
+
+
 def task_prompts(task: str, split: str) -> list[dict[str, Any]]:
-    """Distinct prompts of ``task`` in ``split`` ("train" | "test"), in a fixed order."""
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    """Distinct prompts of ``task`` in ``split`` ("train" | "test" | "rl"), in a fixed order."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}; got {split!r}")
+    if split == "rl":
+        return [p for p in task_prompts(task, "train") if not rl_held_out(p)]
     counts = (1, 2, 3, 4) if split == "train" else (2, 3, 4)
     prompts = list(_all_prompts(task, counts=counts))
     frac = HOLDOUT.get(task)
@@ -162,6 +172,17 @@ def benchmark_prompts(
             case["seed_offset"] = SEED_STRIDE * (k // len(order))
             cases.append(case)
     return cases[:n] if n is not None else cases
+
+
+def rl_unseen_ids(task: str) -> frozenset[str]:
+    """Ids of the test cases of :func:`benchmark_prompts` (``task``: "geneval" | "ocr") whose prompt
+    is not in the ``rl`` split: prompts RL post-training never saw.
+
+    The ids of a ``per_task`` subset are those of the full suite, so this set serves both.
+    """
+    tasks = GENEVAL_TASKS if task == "geneval" else ("text",)
+    seen = {p["prompt"] for t in tasks for p in task_prompts(t, "rl")}
+    return frozenset(c["id"] for c in benchmark_prompts(task) if c["prompt"] not in seen)
 
 
 #: Task weights for training prompts (teacher / distillation data and RL).

@@ -54,6 +54,8 @@ class DataConfig:
     #: Toy task mix: task -> weight (see ``tdm_r1.toyworld.grammar.TASKS``).
     toy_tasks: dict[str, float] = field(default_factory=lambda: {"text": 1.0})
     path: str | None = None
+    #: Toy split: "train" (the teacher's prompts), "rl" (train minus the RL-held-out prompts of
+    #: ``tdm_r1.toyworld.holdout``; the toy RL presets) or "test".
     split: str = "train"
 
 
@@ -183,6 +185,8 @@ class MethodConfig:
     #: TDM-R1 instruments every N epochs (0 = off; they change no training number):
     #: ``tdm_r1.train.diagnostics``.
     diagnostics_every: int = 0
+    #: Noise queries averaged per sample in the surrogate-ranking instrument (``sur_*_q``).
+    diagnostics_queries: int = 4
     flow_grpo: FlowGrpoOptions = field(default_factory=FlowGrpoOptions)
     diffusionnft: DiffusionNftOptions = field(default_factory=DiffusionNftOptions)
     dgpo: DgpoOptions = field(default_factory=DgpoOptions)
@@ -276,8 +280,10 @@ class TrainConfig:
                 raise ConfigError("reward weights must be numbers")
         if self.method.num_train_timesteps < 1 or self.method.micro_batch < 1:
             raise ConfigError("method.num_train_timesteps and method.micro_batch must be >= 1")
-        if self.method.diagnostics_every < 0:
-            raise ConfigError("method.diagnostics_every must be >= 0 (0 = off)")
+        if self.method.diagnostics_every < 0 or self.method.diagnostics_queries < 1:
+            raise ConfigError(
+                "method.diagnostics_every must be >= 0 (0 = off), method.diagnostics_queries >= 1"
+            )
         if self.optim.grad_accum < 0:
             raise ConfigError("optim.grad_accum must be >= 0 (0 = one update per epoch)")
         if self.checkpoint_every < 0:

@@ -8,7 +8,13 @@ Per diagnostic epoch (every N-th; 0 = off) they add to ``metrics.jsonl``:
   is the quantity the DGPO loss moves: ``l_ref - l_phi``, the reference's minus the surrogate's
   denoising error at a query above boundary j' (the same renoising, target and error functions as
   the surrogate step; one query per group, as in training). Chance is 0.5 / 0. ``fresh_reward_mean``
-  is the true reward of those fresh samples.
+  is the true reward of those fresh samples. ``sur_pairacc_q_j{j}`` / ``sur_spearman_q_j{j}``: the
+  same with the score averaged over ``method.diagnostics_queries`` noise queries per sample: the
+  surrogate's *expected* preference, which one query (a noisy estimate of it) can hide.
+* ``start_delta`` (and ``start_delta_lo`` / ``_hi``, a 95% t-interval over the epoch's prompts):
+  the generator's reward minus its start weights' reward on the epoch's own rollout prompts and
+  initial noises, before the epoch's update: a paired learning curve at every diagnostic epoch
+  (the train reward is not one: each epoch draws other prompts).
 * ``gdir_kl``, ``gdir_cfg``, ``gdir_rl`` (norms), ``gdir_total``, ``gdir_{rl,cfg}_over_kl`` and
   ``gdir_cos_*``: the gradients over the generator's LoRA of the three terms of its loss, each
   with its weight in the loss (so they add up to the update's direction), on the first
@@ -40,6 +46,7 @@ from tdm_r1.flow import x0_from_v
 from tdm_r1.method.dgpo import denoising_errors
 from tdm_r1.method.losses import generator_loss
 from tdm_r1.method.noise import renoise, sample_sigma_above, surrogate_velocity_target
+from tdm_r1.sampling import sample
 from tdm_r1.seeds import Stream, rows_rand, rows_randn
 from tdm_r1.train import checkpoint
 from tdm_r1.train.methods.base import GEN, Batch, Loop
@@ -107,6 +114,23 @@ def spearman(scores: torch.Tensor, rewards: torch.Tensor, groups: torch.Tensor) 
         if den > 0:
             rhos.append(float((a * b).sum()) / den)
     return sum(rhos) / len(rhos) if rhos else float("nan")
+
+
+def paired_group_delta(
+    now: torch.Tensor, base: torch.Tensor, groups: torch.Tensor, prefix: str
+) -> dict[str, float]:
+    """Mean of ``now - base`` (all (N,)) and a 95% t-interval over the groups' mean differences.
+
+    Samples with a non-finite value on either side are left out; NaN bounds with fewer than 2 groups.
+    """
+    from tdm_r1.eval.aggregate import mean_ci
+
+    d = (now.double() - base.double()).cpu()
+    ok = torch.isfinite(d)
+    g = groups.cpu()[ok]
+    s = mean_ci([float(d[ok][g == k].mean()) for k in torch.unique(g).tolist()])
+    mean = float(d[ok].mean()) if bool(ok.any()) else float("nan")
+    return {prefix: mean, f"{prefix}_lo": float(s.ci_low), f"{prefix}_hi": float(s.ci_high)}
 
 
 # ---------------------------------------------------------------------------- gradient directions
@@ -238,6 +262,8 @@ class Diagnostics:
         self.rollout_role, self.guidance = rollout_role, guidance
         self.reward = getattr(loop, "reward", None)
         self.prompts = PromptSource(loop.cfg.data, seed=0)  # re-seeded per epoch from DIAG_PROMPTS
+        self.queries = int(getattr(loop.cfg.method, "diagnostics_queries", 1))
+        self.start: list[torch.Tensor] | None = None  # the generator's start weights (:meth:`_start`)
         self._pending: dict[str, float] = {}
 
     @property
@@ -248,9 +274,13 @@ class Diagnostics:
     def begin_epoch(self, rollout: Rollout) -> None:
         """Before the epoch's updates: the reward of the x0 prediction at every rollout step."""
         self._pending = {}
+        if self.loop.epoch == 0:
+            self._start()  # copied before any update, whether or not epoch 1 is a diagnostic epoch
         if self.active and self.reward is not None:
             with isolated(self.loop.adapter):
                 self._pending.update(self.step_rewards(rollout))
+                if self._start() is not None:
+                    self._pending.update(self.start_delta(rollout))
 
     def directions(
         self, batch: Batch, x0: torch.Tensor, targets: dict[str, Any], weights: dict[str, float]
@@ -329,6 +359,55 @@ class Diagnostics:
             if sums[2 * k + 1] > 0
         }
 
+    def _start(self) -> list[torch.Tensor] | None:
+        """The generator's weights before its first update: copied at epoch 0 and kept in the run
+        folder (``diagnostics_start.pt``) for a resumed run; None for a method that does not roll
+        out its generator, or a run resumed without that file."""
+        if self.start is None and self.rollout_role == GEN:
+            path = Path(self.loop.run_dir) / "diagnostics_start.pt"
+            if self.loop.epoch == 0:
+                self.start = self.loop.adapter.get_role_state(GEN, device="cpu")
+                if getattr(self.loop, "rank", 0) == 0:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    torch.save(self.start, path)
+            elif path.is_file():
+                self.start = torch.load(path, map_location="cpu", weights_only=True)
+        return self.start
+
+    @torch.no_grad()
+    def start_delta(self, ro: Rollout) -> dict[str, float]:
+        """``start_delta``: rollout reward minus the start weights' on the same prompts and noises.
+
+        The start weights are copied into the generator for the replay and the current ones back
+        (exact copies), so training continues from the same weights. The interval is a t-interval
+        over the epoch's prompts (per-prompt mean differences), this process's share.
+        """
+        loop, a = self.loop, self.loop.adapter
+        assert self.start is not None
+        now = a.get_role_state(GEN, device="cpu")
+        bs, n = loop.cfg.rollout.batch_size, len(ro.prompts)
+        base = []
+        a.set_role_weights(GEN, self.start, source="the start weights")
+        try:
+            for s in range(0, n, bs):
+                sl = slice(s, s + bs)
+                cond = a.encode_prompts(ro.prompts[sl])
+                uncond = a.null_conditioning(len(cond)) if self.guidance != 1.0 else None
+                traj = sample(
+                    a,
+                    cond,
+                    ro.latents[sl, 0].to(loop.device),
+                    loop.schedule,
+                    guidance=self.guidance,
+                    uncond=uncond,
+                    role=GEN,
+                    return_x0=False,
+                )
+                base.append(self._score(a.decode(traj.latents[:, -1]), ro.prompts[sl], ro.metadata[sl]))
+        finally:
+            a.set_role_weights(GEN, now, source="the current weights")
+        return paired_group_delta(ro.rewards.float(), torch.cat(base), ro.group, prefix="start_delta")
+
     def fresh_rollout(self) -> Rollout:
         """The updated generator's samples of ``prompts_per_epoch`` fresh groups (every process: all)."""
         loop, cfg = self.loop, self.loop.cfg
@@ -354,20 +433,24 @@ class Diagnostics:
         )
 
     @torch.no_grad()
-    def surrogate_scores(self, lat: torch.Tensor, cond: Any, groups: torch.Tensor, j: int) -> torch.Tensor:
+    def surrogate_scores(
+        self, lat: torch.Tensor, cond: Any, groups: torch.Tensor, j: int, q: int = 0
+    ) -> torch.Tensor:
         """(n,) ``l_ref - l_phi`` at a query above boundary j' (``lat``: (n, K+1, C, h, w)).
 
         The surrogate step's query (:meth:`TdmR1._surrogate_errors`) with j' given: the post-step
-        latent of j', one noise level (>= ``t_min_dgpo_reward``) and one noise per group.
+        latent of j', one noise level (>= ``t_min_dgpo_reward``) and one noise per group; query
+        ``q`` > 0 draws another level and noise.
         """
         loop, m = self.loop, self.loop.cfg.method
         a, n = loop.adapter, lat.shape[0]
         x_n = lat[:, j + 1].to(loop.device)
         s_n = torch.full((n,), float(loop.sigmas[j + 1]))
         gl = groups.tolist()
-        u = rows_rand(loop.row_seeds(Stream.DIAG_TAU, (j,), gl))
+        keys = (j,) if q == 0 else (j, q)
+        u = rows_rand(loop.row_seeds(Stream.DIAG_TAU, keys, gl))
         s_tau = sample_sigma_above(s_n, t_min=m.t_min_dgpo_reward, shift=loop.shift, margin=m.margin, u=u)
-        eps = rows_randn(loop.row_seeds(Stream.DIAG_EPS, (j,), gl), tuple(x_n.shape[1:]))
+        eps = rows_randn(loop.row_seeds(Stream.DIAG_EPS, keys, gl), tuple(x_n.shape[1:]))
         eps, s_n, s_tau = eps.to(loop.device), s_n.to(loop.device), s_tau.to(loop.device)
         x_tau, alpha, beta = renoise(x_n, s_n, s_tau, eps)
         target = surrogate_velocity_target(x_n, s_n, s_tau, eps, alpha, beta)
@@ -386,13 +469,18 @@ class Diagnostics:
         ]
         finite = ro.rewards[torch.isfinite(ro.rewards)]
         out = {"fresh_reward_mean": float(finite.mean()) if len(finite) else float("nan")}
+        starts = range(0, len(ro.prompts), chunk)
         for j in loop.train_steps:
-            scores = torch.cat(
-                [
-                    self.surrogate_scores(ro.latents[s : s + chunk], cond, ro.group[s : s + chunk], j)
-                    for s, cond in zip(range(0, len(ro.prompts), chunk), conds, strict=True)
-                ]
-            )
-            out[f"sur_pairacc_j{j}"] = pairwise_accuracy(scores, ro.rewards, ro.group)
-            out[f"sur_spearman_j{j}"] = spearman(scores, ro.rewards, ro.group)
+            per_query = [
+                torch.cat(
+                    [
+                        self.surrogate_scores(ro.latents[s : s + chunk], cond, ro.group[s : s + chunk], j, q)
+                        for s, cond in zip(starts, conds, strict=True)
+                    ]
+                )
+                for q in range(self.queries)
+            ]
+            for tag, scores in (("", per_query[0]), ("q_", torch.stack(per_query).mean(0))):
+                out[f"sur_pairacc_{tag}j{j}"] = pairwise_accuracy(scores, ro.rewards, ro.group)
+                out[f"sur_spearman_{tag}j{j}"] = spearman(scores, ro.rewards, ro.group)
         return out
