@@ -35,8 +35,16 @@ import pandas as pd
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "results" / "r1-seeds"
 SUITES = {"toy-ocr": "ocr", "toy-geneval": "overall"}
+SUITES_TASK = {"toy-ocr": "ocr", "toy-geneval": "geneval"}
 IN_DOMAIN = {"ocr": "toy-ocr", "geneval": "toy-geneval"}
-VARIANTS = {"full": [], "nosur": ["method.surrogate_term=false"]}
+VARIANTS = {
+    "full": [],
+    "nosur": ["method.surrogate_term=false"],
+    # the surrogate never learns: its reward direction stays the implicit CFG push it starts as
+    "fixedsur": ["optim.surrogate_lr_scale=0.0"],
+}
+#: Which cases of a suite RL training saw (the toy ``rl`` split, tdm_r1/toyworld/holdout.py).
+SUBSETS = ("all", "seen", "unseen")
 START = "toy-4step"
 
 
@@ -59,7 +67,7 @@ def run_cell(args: argparse.Namespace, reward: str, variant: str, seed: int) -> 
         "register_as=null",
         "max_minutes=0",
         f"max_epochs={args.epochs}",
-        f"eval_every={args.epochs // 4}",
+        f"eval_every={args.eval_every or args.epochs // 4}",
         "eval_benchmarks=[toy-geneval,toy-ocr]",
         f"checkpoint_every={args.epochs // 4}",
         *VARIANTS[variant],
@@ -87,6 +95,10 @@ def run_cell(args: argparse.Namespace, reward: str, variant: str, seed: int) -> 
                 if f.name.endswith((".csv", ".meta.json")):
                     (dest / ev.name / suite).mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(f, dest / ev.name / suite / f.name)
+    for f in ("metrics.jsonl", "curves.png"):
+        if (run_dir / f).is_file():
+            dest.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run_dir / f, dest / f)
     meta = {
         "reward": reward,
         "variant": variant,
@@ -99,16 +111,28 @@ def run_cell(args: argparse.Namespace, reward: str, variant: str, seed: int) -> 
     print(f"{name}: filed {len(evals)} evaluations under {dest}", flush=True)
 
 
-def _values(folder: Path) -> pd.DataFrame:
+def _subset(df: pd.DataFrame, suite: str, subset: str) -> pd.DataFrame:
+    """The rows of ``subset`` ("all" | "seen" | "unseen" by RL training) of a suite's values."""
+    from tdm_r1.toyworld.grammar import rl_unseen_ids
+
+    if subset == "all":
+        return df
+    unseen = df["prompt_id"].isin(rl_unseen_ids(SUITES_TASK[suite]))
+    return df[unseen if subset == "unseen" else ~unseen]
+
+
+def _values(folder: Path, subset: str = "all") -> pd.DataFrame:
     (scores,) = folder.glob("*.scores.csv")
-    return pd.read_csv(scores, dtype={"prompt_id": str, "group": str, "model_config_hash": str})
+    df = pd.read_csv(scores, dtype={"prompt_id": str, "group": str, "model_config_hash": str})
+    return _subset(df, folder.name, subset)
 
 
-def _start_values(suite: str) -> pd.DataFrame:
-    return pd.read_csv(
+def _start_values(suite: str, subset: str = "all") -> pd.DataFrame:
+    df = pd.read_csv(
         REPO / "results" / suite / f"{START}.scores.csv",
         dtype={"prompt_id": str, "group": str, "model_config_hash": str},
     )
+    return _subset(df, suite, subset)
 
 
 def _seed_mean(tables: list[pd.DataFrame]) -> pd.DataFrame:
@@ -132,8 +156,6 @@ def _t_over_seeds(x: list[float]) -> tuple[float, float]:
 
 def summary(args: argparse.Namespace) -> pd.DataFrame:
     """Pool the finished cells of ``args.tag`` (see the module docstring); writes summary.{csv,md}."""
-    from tdm_r1.eval.paired import compare
-
     root = OUT / args.tag
     cells = [json.loads(p.read_text()) for p in sorted(root.glob("*/cell.json"))]
     rows = []
@@ -144,63 +166,72 @@ def summary(args: argparse.Namespace) -> pd.DataFrame:
                 folder = root / cell_name(c["reward"], c["variant"], c["seed"]) / f"epoch-{ep}" / suite
                 groups.setdefault((c["reward"], c["variant"], ep, suite), []).append((c["seed"], folder))
     for (reward, variant, ep, suite), members in sorted(groups.items()):
-        metric = SUITES[suite]
-        start = _start_values(suite)
-        per_seed = {s: compare(_values(f), start, metric) for s, f in members}
-        pooled = compare(_seed_mean([_values(f) for _, f in members]), start, metric)
-        deltas = [d.delta for d in per_seed.values()]
-        lo, hi = _t_over_seeds(deltas)
-        row = {
-            "reward": reward,
-            "variant": variant,
-            "epoch": ep,
-            "suite": suite,
-            "domain": "in" if IN_DOMAIN[reward] == suite else "out",
-            "metric": metric,
-            "seeds": len(members),
-            "mean_delta": float(np.mean(deltas)),
-            "per_seed": " ".join(
-                f"s{s}:{d.delta:+.3f}[{d.ci_low:+.3f},{d.ci_high:+.3f}]" for s, d in per_seed.items()
-            ),
-            "t_seeds_low": lo,
-            "t_seeds_high": hi,
-            "pooled_low": pooled.ci_low,
-            "pooled_high": pooled.ci_high,
-            "vs": START,
-        }
-        rows.append(row)
-        if variant == "full" and (reward, "nosur", ep, suite) in groups:
-            abl = dict(groups[(reward, "nosur", ep, suite)])
-            common = [s for s, _ in members if s in abl]
-            if common:
-                full_f = dict(members)
-                pair = [compare(_values(full_f[s]), _values(abl[s]), metric) for s in common]
-                pooled_fa = compare(
-                    _seed_mean([_values(full_f[s]) for s in common]),
-                    _seed_mean([_values(abl[s]) for s in common]),
-                    metric,
-                )
-                lo, hi = _t_over_seeds([d.delta for d in pair])
-                rows.append(
-                    row
-                    | {
-                        "variant": "full-nosur",
-                        "seeds": len(common),
-                        "mean_delta": float(np.mean([d.delta for d in pair])),
-                        "per_seed": " ".join(
-                            f"s{s}:{d.delta:+.3f}" for s, d in zip(common, pair, strict=True)
-                        ),
-                        "t_seeds_low": lo,
-                        "t_seeds_high": hi,
-                        "pooled_low": pooled_fa.ci_low,
-                        "pooled_high": pooled_fa.ci_high,
-                        "vs": "nosur (same seed)",
-                    }
-                )
+        for subset in SUBSETS:
+            rows.extend(_rows(groups, reward, variant, ep, suite, members, subset))
     table = pd.DataFrame(rows)
     table.to_csv(root / "summary.csv", index=False)
     (root / "summary.md").write_text(table.to_markdown(index=False, floatfmt="+.3f") + "\n")
     return table
+
+
+def _rows(groups: dict, reward: str, variant: str, ep: int, suite: str, members: list, subset: str) -> list:
+    """The summary rows of one (reward, variant, epoch, suite, subset): vs the start, and full - nosur."""
+    from tdm_r1.eval.paired import compare
+
+    rows = []
+    metric = SUITES[suite]
+    start = _start_values(suite, subset)
+    per_seed = {s: compare(_values(f, subset), start, metric) for s, f in members}
+    pooled = compare(_seed_mean([_values(f, subset) for _, f in members]), start, metric)
+    deltas = [d.delta for d in per_seed.values()]
+    lo, hi = _t_over_seeds(deltas)
+    row = {
+        "reward": reward,
+        "variant": variant,
+        "epoch": ep,
+        "suite": suite,
+        "prompts": subset,
+        "domain": "in" if IN_DOMAIN[reward] == suite else "out",
+        "metric": metric,
+        "seeds": len(members),
+        "mean_delta": float(np.mean(deltas)),
+        "per_seed": " ".join(
+            f"s{s}:{d.delta:+.3f}[{d.ci_low:+.3f},{d.ci_high:+.3f}]" for s, d in per_seed.items()
+        ),
+        "t_seeds_low": lo,
+        "t_seeds_high": hi,
+        "pooled_low": pooled.ci_low,
+        "pooled_high": pooled.ci_high,
+        "vs": START,
+    }
+    rows.append(row)
+    if variant == "full" and (reward, "nosur", ep, suite) in groups:
+        abl = dict(groups[(reward, "nosur", ep, suite)])
+        common = [s for s, _ in members if s in abl]
+        if common:
+            full_f = dict(members)
+            pair = [compare(_values(full_f[s], subset), _values(abl[s], subset), metric) for s in common]
+            pooled_fa = compare(
+                _seed_mean([_values(full_f[s], subset) for s in common]),
+                _seed_mean([_values(abl[s], subset) for s in common]),
+                metric,
+            )
+            lo, hi = _t_over_seeds([d.delta for d in pair])
+            rows.append(
+                row
+                | {
+                    "variant": "full-nosur",
+                    "seeds": len(common),
+                    "mean_delta": float(np.mean([d.delta for d in pair])),
+                    "per_seed": " ".join(f"s{s}:{d.delta:+.3f}" for s, d in zip(common, pair, strict=True)),
+                    "t_seeds_low": lo,
+                    "t_seeds_high": hi,
+                    "pooled_low": pooled_fa.ci_low,
+                    "pooled_high": pooled_fa.ci_high,
+                    "vs": "nosur (same seed)",
+                }
+            )
+    return rows
 
 
 def main() -> int:
@@ -211,6 +242,7 @@ def main() -> int:
     ap.add_argument("--seed", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--set", action="append", default=[], help="config override for every cell")
     ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--eval-every", type=int, default=0, help="default: a quarter of --epochs")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run (numbers depend on it)")
     ap.add_argument(
         "--summary", action="store_true", help="pool the finished cells and write summary.{csv,md}"
