@@ -12,15 +12,15 @@ import pytest
 import torch
 import trainkit
 
-from tdm_r1.train.diagnostics import (
+from tdm_r1.train.diagnostic_stats import (
     average_ranks,
     direction_stats,
-    heldout_metrics,
     paired_group_delta,
     pairwise_accuracy,
     spearman,
     term_gradients,
 )
+from tdm_r1.train.diagnostics import heldout_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 t = torch.tensor
