@@ -240,6 +240,9 @@ class TrainConfig:
     #: Evaluate the EMA generator every N epochs (0 = only at the end) on these benchmarks.
     eval_every: int = 0
     eval_benchmarks: list[str] = field(default_factory=list)
+    #: Export the EMA generator after these epochs to ``<run>/exports/epoch-<N>`` (for a budget
+    #: curve evaluated later, e.g. by the arena); the final one is always ``<run>/final``.
+    export_epochs: list[int] = field(default_factory=list)
     eval_limit: int | None = None
     eval_batch_size: int = 32
     #: Register the final EMA generator under this preset name (run folder keeps preset.json).
@@ -257,6 +260,10 @@ class TrainConfig:
             )
         if self.max_minutes < 0:
             raise ConfigError(f"max_minutes must be >= 0 (0 = no limit), got {self.max_minutes}")
+        if any(not 1 <= e <= self.max_epochs for e in self.export_epochs):
+            raise ConfigError(
+                f"export_epochs must lie in 1..max_epochs={self.max_epochs}, got {self.export_epochs}"
+            )
         if self.rewards and not any(w != 0 for w in self.rewards.values()):
             raise ConfigError(
                 f"every reward weight is 0 ({self.rewards}): training would see a constant reward; "

@@ -26,6 +26,7 @@ SAFE_TO_CHANGE: tuple[str, ...] = (
     "checkpoint_every",
     "eval_every",
     "eval_benchmarks",
+    "export_epochs",
     "eval_limit",
     "eval_batch_size",
     "trackers",

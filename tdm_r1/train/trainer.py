@@ -40,6 +40,7 @@ from tdm_r1.train.diagnostics import heldout_metrics
 from tdm_r1.train.ema import EMA
 from tdm_r1.train.methods.base import GEN, Batch, TrainingMethod
 from tdm_r1.train.prompts import PromptSource
+from tdm_r1.train.publish import export_generator
 from tdm_r1.train.resume import check_resume
 from tdm_r1.train.rollout import EpochPlan, Rollout, plan_epoch, run_rollout
 from tdm_r1.train.tracking import RunLog, progress_postfix
@@ -405,6 +406,8 @@ class Trainer:
                     self.tracking.epoch(metrics)
                     self.save_checkpoint()
                     raise
+            if self.epoch in cfg.export_epochs and self.acc.is_main_process:
+                export_generator(self, self.run_dir / "exports" / f"epoch-{self.epoch}")
             self.history.append(metrics)
             self.tracking.epoch(metrics)
             bar.update(1)
@@ -427,7 +430,7 @@ class Trainer:
         ``exported``: a folder :func:`~tdm_r1.train.publish.export_generator` already wrote
         (``final/``), evaluated as it is; otherwise the EMA generator is exported there first.
         """
-        from tdm_r1.train.publish import evaluate_export, export_generator
+        from tdm_r1.train.publish import evaluate_export
 
         self.acc.wait_for_everyone()
         out = self.run_dir / "eval" / tag
@@ -438,7 +441,6 @@ class Trainer:
 
     def finalize(self) -> Path:
         from tdm_r1.train.plots import plot_curves
-        from tdm_r1.train.publish import export_generator
 
         self.acc.wait_for_everyone()
         final = self.run_dir / "final"
