@@ -51,8 +51,8 @@ def test_default_configs_per_model_method_and_reward() -> None:
     assert _default_train_config("toy-4step", ["geneval"], "tdm-r1") == "toy-geneval"
     assert _default_train_config(None, ["ocr"], "dgpo") == "toy-dgpo-4step-ocr"
     assert _default_train_config("toy-teacher", ["ocr=1"], "diffusionnft") == "toy-diffusionnft-teacher-ocr"
-    # no arena preset: TDM-R1's toy preset on the student, nothing on the teacher (as before)
-    assert _default_train_config(None, ["ocr"], "diffusionnft") == "toy-ocr"
+    assert _default_train_config(None, ["ocr"], "diffusionnft") == "toy-diffusionnft-4step-ocr"
+    # no arena preset: nothing on the teacher for TDM-R1 (as before)
     assert _default_train_config("toy-teacher", ["ocr"], "tdm-r1") is None
     assert (
         _default_train_config(None, ["ocr", "geneval"], "dgpo") == "toy-r1"
@@ -75,14 +75,16 @@ def test_method_flag_overrides_a_config_and_is_optional(monkeypatch: pytest.Monk
 def test_another_method_on_tdm_r1s_toy_preset_gets_its_own_run_name(
     monkeypatch: pytest.MonkeyPatch, runs
 ) -> None:
-    out, cfg = _resolved(monkeypatch, ["--method", "diffusionnft", "--reward", "ocr"])
-    assert "config: presets/toy-ocr.yaml" in out
+    out, cfg = _resolved(monkeypatch, ["--config", "toy-ocr", "--method", "diffusionnft", "--reward", "ocr"])
+    assert "toy-ocr" in out
     assert (cfg.method_name, cfg.name, cfg.register_as) == (
         "diffusionnft",
         "toy-ocr-diffusionnft",
         "toy-ocr-diffusionnft",
     )
-    _, cfg = _resolved(monkeypatch, ["--method", "diffusionnft", "--reward", "ocr", "--name", "mine"])
+    _, cfg = _resolved(
+        monkeypatch, ["--config", "toy-ocr", "--method", "diffusionnft", "--reward", "ocr", "--name", "mine"]
+    )
     assert (cfg.name, cfg.register_as) == ("mine", "mine")
 
 

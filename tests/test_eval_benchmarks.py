@@ -26,6 +26,8 @@ def test_every_suite_yaml_loads_strictly_and_is_registered() -> None:
         "toy-ocr",
         "toy-geneval-arena",
         "toy-ocr-arena",
+        "toy-geneval-rl",
+        "toy-ocr-rl",
     }
     assert {f.stem for f in files} == names  # file name = benchmark name
     assert names <= set(BENCHMARKS.names())

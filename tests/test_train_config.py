@@ -32,6 +32,8 @@ ADDED = {
     # issue "five traps": the LoRA scale (None = as published) and the recipe's checked text length
     "model": {"lora_scale": None, "max_sequence_length": ...},
 }
+#: Top-level fields added since the record, with their defaults (the arena's budget checkpoints).
+ADDED_TOP = {"export_epochs": []}
 #: The SD3.5-Medium recipes of the other RL methods, `sd3.5m-<method>-<reward>[-1gpu]`.
 RL_SD35 = {
     f"sd3.5m-{m}-{r}{gpu}"
@@ -52,6 +54,8 @@ NEW = RL_SD35 | {
     "toy-dgpo-teacher-ocr",
     "toy-dgpo-4step-ocr",
     "toy-likes-sim-ocr",  # issue 15: binary likes on toy OCR correctness
+    "toy-diffusionnft-4step-geneval",  # arena v2: every method from the 4-step student
+    "toy-diffusionnft-4step-ocr",
 }
 
 
@@ -62,6 +66,9 @@ def _without_added(got: dict) -> dict:
         for key, default in fields.items():
             value = out[section].pop(key)
             assert default is ... or value == default, f"{section}.{key} = {value!r}, not the default"
+    for key, default in ADDED_TOP.items():
+        value = out.pop(key)
+        assert value == default, f"{key} = {value!r}, not the default"
     return out
 
 

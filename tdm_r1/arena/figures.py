@@ -1,13 +1,13 @@
 """The arena's figures: training curves per reward, and image grids (start models and trained cells).
 
 - ``results/arena/<reward>.curves.png``: the training reward (mean over each epoch's rollout
-  images, the reward the method optimises; a trailing mean over 8 epochs drawn through the epoch
-  means) against reward evaluations and against wall-clock,
-  one line per cell; below, the in-domain benchmark metric at the start and the end of each run
-  at the model's own inference NFE. The two are different numbers (rollout sampler and partial
+  images and over seeds, the reward the method optimises; a trailing mean over 8 epochs drawn
+  through the epoch means) against reward evaluations and against wall-clock, one line per cell;
+  below, the paired in-domain gain at each budget checkpoint (mean over seeds, band: 95% CI over
+  seeds) at the model's own inference NFE. The two are different numbers (rollout sampler and partial
   credit vs the inference sampler and the benchmark's rule; ``rl-methods.md`` §8.2 pitfall 7).
 - ``results/arena/<reward>.grid.png``: sample 0 of evenly spread in-domain prompts, one row per
-  start model then per trained cell: blur, collapse and reward hacking show here, not in means.
+  start model then per trained cell (its lowest seed, full budget): blur, collapse and reward hacking show here, not in means.
   Images come from the evaluation cache; the PNG is committed, the cache is not.
 """
 
@@ -24,40 +24,62 @@ SMOOTH = 8
 
 
 def plot_curves(table: pd.DataFrame, curves: pd.DataFrame, reward: str, out: Path) -> Path | None:
-    ok = table[table["status"] == "ok"]
-    if curves.empty or ok.empty:
+    from tdm_r1.eval import arena_stats as st
+
+    if curves.empty or not st.cells(table):
         return None
+    if "seed" not in curves:
+        curves = curves.assign(seed=0)
     plt = pyplot()
     fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharey="row")
-    for (method, model), c in curves.groupby(["method", "model"], sort=False):
+    ok = st.normalised(table)
+    for method, model in st.cells(table):
         label = f"{method} @ {model}"
         style = "-" if model == "toy-4step" else "--"
+        c = curves[(curves["method"] == method) & (curves["model"] == model)]
         # Each epoch draws only 8 prompts, so the raw epoch mean swings with the prompts (the same
-        # prompts for every cell: one seeded stream); the line is a trailing mean over SMOOTH epochs.
-        smooth = c["train_reward"].rolling(SMOOTH, min_periods=1).mean()
+        # prompts for every method with the same seed); the line is a trailing mean over SMOOTH epochs
+        # of the mean over seeds.
+        by_epoch = c.groupby("epoch").agg(
+            reward_evals=("reward_evals", "first"),
+            wall_clock_s=("wall_clock_s", "mean"),
+            train_reward=("train_reward", "mean"),
+        )
+        smooth = by_epoch["train_reward"].rolling(SMOOTH, min_periods=1).mean()
+        color = None
         for ax, x in zip(axes[0], ("reward_evals", "wall_clock_s"), strict=True):
-            (line,) = ax.plot(c[x], smooth, style, label=label)
-            ax.plot(c[x], c["train_reward"], ".", color=line.get_color(), alpha=0.3)
-        r = ok[(ok["method"] == method) & (ok["model"] == model)]
-        if len(r):
-            r = r.iloc[0]
-            ends = [0.0, float(r["reward_evals"])], [0.0, float(r["wall_clock_s"])]
-            for ax, xs in zip(axes[1], ends, strict=True):
-                ax.errorbar(
-                    xs,
-                    [float(r["in_start"]), float(r["in_value"])],
-                    yerr=[
-                        [0, float(r["in_delta"] - r["in_ci_low"])],
-                        [0, float(r["in_ci_high"] - r["in_delta"])],
-                    ],
-                    fmt=style,
-                    marker="o",
-                    capsize=3,
-                    label=f"{label} ({int(r['nfe'])} NFE)",
-                )
+            (line,) = ax.plot(by_epoch[x], smooth, style, label=label, color=color)
+            color = line.get_color()
+            ax.plot(by_epoch[x], by_epoch["train_reward"], ".", color=color, alpha=0.3)
+        curve = st.budget_curve(table, method, model)
+        rows = ok[(ok["method"] == method) & (ok["model"] == model)]
+        wall = rows.groupby("reward_evals")["wall_clock_s"].mean()
+        xs = [0, *sorted(curve)]
+        mean = [0.0, *(curve[b].mean for b in sorted(curve))]
+        low = [
+            0.0,
+            *(curve[b].ci_low if curve[b].significant is not None else curve[b].mean for b in sorted(curve)),
+        ]
+        high = [
+            0.0,
+            *(curve[b].ci_high if curve[b].significant is not None else curve[b].mean for b in sorted(curve)),
+        ]
+        n = max((len(p.seeds) for p in curve.values()), default=0)
+        for ax, x in zip(axes[1], (xs, [0.0, *(float(wall[b]) for b in sorted(curve))]), strict=True):
+            ax.plot(
+                x,
+                mean,
+                style,
+                marker="o",
+                color=color,
+                label=f"{label} ({int(rows['nfe'].iloc[0])} NFE, {n} seeds)",
+            )
+            ax.fill_between(x, low, high, color=color, alpha=0.15)
     metric = f"{ok.iloc[0]['in_suite']} {ok.iloc[0]['in_metric']}"
     axes[0][0].set_ylabel(f"training reward ({reward})")
-    axes[1][0].set_ylabel(metric)
+    axes[1][0].set_ylabel(f"gain in {metric}")
+    axes[1][0].axhline(st.REACH, color="grey", lw=0.8, ls=":")
+    axes[1][1].axhline(st.REACH, color="grey", lw=0.8, ls=":")
     axes[1][0].set_xlabel("reward evaluations")
     axes[1][1].set_xlabel("training wall-clock (s, this machine)")
     for ax in axes.flat:
@@ -66,8 +88,8 @@ def plot_curves(table: pd.DataFrame, curves: pd.DataFrame, reward: str, out: Pat
     axes[1][1].legend(fontsize=8, loc="best")
     fig.suptitle(
         f"RL method arena, trained on toy {reward}, equal reward-evaluation budget\n"
-        f"top: rollout reward (dots: epoch mean; line: {SMOOTH}-epoch mean); bottom: {metric} at start and end, "
-        "own inference NFE, bar: 95% CI of the paired gain",
+        f"top: rollout reward, mean over seeds (dots: epoch; line: {SMOOTH}-epoch mean); bottom: paired gain in "
+        f"{metric} at the budget checkpoints, own inference NFE, band: 95% CI over seeds (dotted: +{st.REACH:.2f})",
         fontsize=10,
     )
     path = save_png(fig, out)
@@ -83,8 +105,16 @@ def _grid_rows(table: pd.DataFrame) -> list[tuple[str, str]]:
             s if isinstance(s, str) else m for s, m in zip(ok["start_model"], ok["model"], strict=True)
         )
     )
+    from tdm_r1.eval.arena_stats import normalised
+
+    final = normalised(table)
+    final = final[final["final"] & (final["seed"] == final["seed"].min())] if len(final) else final
     return [(f"{m} (start)", m) for m in starts] + [
-        (f"{r['method']} @ {r['model']}", str(r["run"])) for _, r in ok.iterrows()
+        (
+            f"{r['method']} @ {r['model']}",
+            str(r["checkpoint"]) if isinstance(r.get("checkpoint"), str) else str(r["run"]),
+        )
+        for _, r in final.iterrows()
     ]
 
 

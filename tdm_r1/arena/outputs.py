@@ -35,9 +35,10 @@ def write_outputs(
         "",
         "Written by `tdmbench arena` (do not edit by hand). Every run starts from a shipped toy model and "
         "trains with its method's public hyper-parameters (the presets `toy-<method>-<teacher|4step>-<reward>`, "
-        "`toy-<reward>` for TDM-R1) for the same number of reward evaluations. Deltas are paired against the "
-        "run's start weights sampled the way the trained model samples, on the same prompts and seeds; a gain "
-        "whose 95% CI includes 0 is not significant. `docs/arena.md` says how to read the table.",
+        "`toy-<reward>` for TDM-R1) for the same number of reward evaluations, with several training seeds. "
+        "Deltas are paired against the run's start weights sampled the way the trained model samples, on the "
+        "same prompts and seeds, then pooled over seeds with a 95% t-interval over the seeds; a gain or a "
+        "difference whose CI includes 0 is not significant. `docs/arena.md` says how to read the tables.",
         "",
         *to_markdown(all_tables),
     ]

@@ -181,6 +181,20 @@ def _rows_for(values: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str] | N
     return (task, "mean") if len(task) else None
 
 
+def metric_value(values: pd.DataFrame | None, metric: str) -> float:
+    """One run's summary metric from its value table, on whatever cases it holds (a subset of a
+    suite: e.g. its unseen cases): the mean, or for GenEval ``overall`` the unweighted mean of the
+    tasks present. NaN when no value is there."""
+    rows = None if values is None else _rows_for(values, metric)
+    if rows is None:
+        return float("nan")
+    r, how = rows
+    if how == "task-mean":
+        per_task = r.groupby("group")["value"].mean()
+        return float(per_task.mean()) if len(per_task) else float("nan")
+    return float(r["value"].mean())
+
+
 def compare(model: pd.DataFrame, reference: pd.DataFrame, metric: str) -> Delta:
     """Paired delta ``model - reference`` on one summary metric of one suite, from both runs'
     value tables (:func:`sample_values`); unpaired with a reason when they do not match."""

@@ -139,7 +139,12 @@ def task_prompts(task: str, split: str) -> list[dict[str, Any]]:
 
 
 def benchmark_prompts(
-    task: str, split: str = "test", n: int | None = None, seed: int = 0, per_task: int | None = None
+    task: str,
+    split: str = "test",
+    n: int | None = None,
+    seed: int = 0,
+    per_task: int | None = None,
+    balance_rl: bool = False,
 ) -> list[dict[str, Any]]:
     """Evaluation cases with stable ids: ``task`` is "geneval" (all six tasks) or "ocr" (text).
 
@@ -151,6 +156,9 @@ def benchmark_prompts(
 
     ``per_task`` (default: all cases) keeps the first cases of every task: a smaller suite whose
     cases are those of the full one (same ids, prompts and seeds), balanced over the tasks.
+    ``balance_rl`` makes each task's ``per_task`` cases half unseen, half seen by RL training (the
+    first of each kind in the full suite's order; a task short of one kind fills up with the other),
+    so that the seen and unseen rows of a small suite both have cases to measure.
     """
     if task == "geneval":
         tasks, per_task_all = GENEVAL_TASKS, CASES_PER_TASK
@@ -166,12 +174,26 @@ def benchmark_prompts(
         prompts = task_prompts(t, split)
         order = list(range(len(prompts)))
         rng.shuffle(order)
-        for k in range(per_task_all if per_task is None else per_task):
+        task_cases = []
+        for k in range(per_task_all if per_task is None or balance_rl else per_task):
             case = dict(prompts[order[k % len(order)]])
             case["id"] = f"{t}-{k:03d}"
             case["seed_offset"] = SEED_STRIDE * (k // len(order))
-            cases.append(case)
+            task_cases.append(case)
+        if balance_rl and per_task is not None:
+            task_cases = _balanced(task_cases, {p["prompt"] for p in task_prompts(t, "rl")}, per_task)
+        cases += task_cases
     return cases[:n] if n is not None else cases
+
+
+def _balanced(cases: list[dict[str, Any]], seen: set[str], k: int) -> list[dict[str, Any]]:
+    """``k`` of ``cases`` (in their order): the first ceil(k/2) whose prompt is not in ``seen`` and
+    the first k//2 that are, topped up from the other kind when one runs short."""
+    unseen = [i for i, c in enumerate(cases) if c["prompt"] not in seen]
+    known = [i for i, c in enumerate(cases) if c["prompt"] in seen]
+    take_u = min(len(unseen), max(k - len(known), (k + 1) // 2))
+    keep = sorted(unseen[:take_u] + known[: k - take_u])
+    return [cases[i] for i in keep]
 
 
 def rl_unseen_ids(task: str) -> frozenset[str]:
