@@ -178,7 +178,7 @@ def tdm_r1_micro_step(
     run.digests_after = {"base": real_size.module_digest(base)}
     run.digests_after |= {r: adapter.roles.digest(r) for r in adapter.roles}
     m = t.cfg.method
-    decay = min(m.old_decay_max, m.old_decay_min + 0.001 * t.updates[SUR])
+    decay = min(m.old_decay_max, m.old_decay_min + 0.001 * (t.updates[SUR] - 1))  # n = updates before
     expected = [
         o * decay + s.detach() * (1 - decay)
         for o, s in zip(old_before, adapter.roles.parameters(SUR), strict=True)

@@ -1,12 +1,12 @@
 """TDM-R1 (and TDM distillation, its reward-free case) as a training method of the loop.
 
-Roles on the one frozen base transformer: ``generator`` (the few-step student), ``fake`` (TDM's
-fake score), ``surrogate`` (the learned reward model) plus frozen copies: ``surrogate_old`` (a
-fast EMA of the surrogate for the PPO-style clip) and ``reference`` (with the dynamic EMA
-reference). The base itself (adapters off) is the teacher and the frozen reference. For each
-micro-batch and each drawn boundary j (``method.md`` section 2.5): a fake-score step, a surrogate
-step (DGPO on the surrogate) and a generator step (reverse KL + CFG reward + surrogate reward).
-Without a reward the surrogate disappears: that is TDM distillation.
+Roles on the one frozen base transformer: ``generator`` (the few-step student), ``fake`` (TDM's fake
+score), ``surrogate`` (the learned reward model) plus frozen copies: ``surrogate_old`` (a fast EMA of
+the surrogate for the PPO-style clip) and ``reference`` (with the dynamic EMA reference). The base
+itself (adapters off) is the teacher and the frozen reference. For each micro-batch and each drawn
+boundary j (as one epoch of Luo-Yihong/TDM-R1 ``scripts/train_tdmr1_pub.py`` @ 1ee7d9f does): a
+fake-score step, a surrogate step (DGPO on the surrogate) and a generator step (reverse KL + CFG
+reward + surrogate reward). Without a reward the surrogate disappears: that is TDM distillation.
 """
 
 from __future__ import annotations
@@ -304,7 +304,11 @@ class TdmR1(TrainingMethod):
         if role != SUR:
             return
         m = self.cfg.method
-        decay = min(m.old_decay_max, m.old_decay_min + 0.001 * self.loop.updates[SUR])
+        # n = surrogate updates before this one (the trainer has already counted it): the public
+        # schedule is min(0.3, 0.001 + 0.001 n) with n = 0 at the first update (TDM-R1 repository,
+        # train script: the EMA step reads `global_step` before it is incremented)
+        done_before = self.loop.updates[SUR] - 1
+        decay = min(m.old_decay_max, m.old_decay_min + 0.001 * done_before)
         common.soft_update(self.loop, OLD, SUR, decay)
         if m.reference == "ema":
             common.soft_update(self.loop, REF, SUR, m.reference_ema_decay)
