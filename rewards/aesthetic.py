@@ -40,7 +40,7 @@ MLP = WeightFile(
     description="LAION improved aesthetic predictor MLP (sac+logos+ava1-l14-linearMSE.pth)",
     # The file of christophschuhmann/improved-aesthetic-predictor (3,714,759 bytes). The issue
     # gives the prefix 21dd590f; the full value is the one that several independent public
-    # projects pin for this file (../shared/reference does not list it).
+    # projects pin for this file.
     sha256="21dd590f3ccdc646f0d53120778b296013b096a035a2718c9cb0d511bff0f1e0",
     sha256_source="christophschuhmann/improved-aesthetic-predictor, sac+logos+ava1-l14-linearMSE.pth",
 )

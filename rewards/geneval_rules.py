@@ -3,8 +3,8 @@
 :func:`evaluate` takes the prompt metadata and a list of detections and returns a
 :class:`GenEvalResult` with three verdicts:
 
-* ``correct`` - the **official GenEval rule** (djghosh13/geneval ``evaluation/evaluate_images.py``,
-  described in ``../shared/reference/peers-and-rewards.md`` section 2): detections above
+* ``correct`` - the **official GenEval rule** (GenEval, arXiv:2310.11513;
+  djghosh13/geneval@af4902f ``evaluation/evaluate_images.py``): detections above
   confidence 0.3 (0.9 for the ``counting`` tag), sorted by confidence, at most 16 per class, NMS
   off; include clauses ANDed (the top-``count`` detections must number >= count; colour: at least
   ``count`` of them in the requested colour; position relative to include clause

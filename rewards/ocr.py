@@ -1,7 +1,7 @@
 """OCR accuracy reward (``ocr``): the Flow-GRPO text-rendering rule, with a pluggable OCR engine.
 
-Rule (Flow-GRPO ``flow_grpo/ocr.py``, reproduced from its description, see
-``../shared/reference/peers-and-rewards.md`` section 1.3):
+Rule (Flow-GRPO, arXiv:2505.05470: yifan123/flow_grpo@ac4c86e ``flow_grpo/ocr.py``, restated here in
+our own words, no code copied):
 
 1. target = the text between the first two ASCII double quotes of the prompt
    (``metadata["target_text"]`` wins when given);

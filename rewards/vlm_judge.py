@@ -17,8 +17,8 @@ placeholder, tdmbench's own by default (:data:`DEFAULT_TEMPLATE`) or the user's
 the reward's identity (``version`` = ``2-<model>-tpl<sha256[:12]>``, and the score-cache key), so
 scores from different templates are never mixed. A published judge column (UnifiedReward in
 Flow-GRPO's tables) is comparable only to scores made with the template those numbers used:
-:data:`PUBLISHED_TEMPLATES` lists the known ones by sha256. The reference notes give no published
-template text or hash, so it is empty and every judge column is marked "not comparable:
+:data:`PUBLISHED_TEMPLATES` lists the known ones by sha256. No public source we found gives the
+published template text or hash, so it is empty and every judge column is marked "not comparable:
 custom/unknown template" (:func:`template_status`).
 
 Serve UnifiedReward e.g. with
@@ -72,8 +72,8 @@ DEFAULT_TEMPLATE = (
 
 
 #: sha256 of prompt templates known to have produced published judge numbers -> what published
-#: them. Empty: ../shared/reference gives neither the text nor the hash of Flow-GRPO's
-#: UnifiedReward question, so no template can be shown to match it.
+#: them. Empty: no public source we found gives the text or the hash of Flow-GRPO's UnifiedReward
+#: question, so no template can be shown to match it.
 PUBLISHED_TEMPLATES: dict[str, str] = {}
 
 

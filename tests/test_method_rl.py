@@ -57,7 +57,11 @@ def test_sde_without_noise_is_the_euler_step() -> None:
 
 
 def test_flow_sde_step_std_matches_the_reference_table_on_the_sd35_grid() -> None:
-    """rl-methods.md 2.1: per-step std s_t sqrt(|dt|) on the 10-step shift-3 grid with a = 0.7."""
+    """Per-step std s_t sqrt(|dt|) on the 10-step shift-3 grid with a = 0.7.
+
+    The table is worked out by hand from Flow-GRPO's SDE (arXiv:2505.05470; yifan123/flow_grpo@ac4c86e
+    ``sd3_sde_with_logprob.py``, which uses the second grid sigma at t = 1) and diffusers' Euler grid.
+    """
     sig = flow_schedule(10, shift=3.0).sigmas
     x = torch.zeros(1, 1, 1, 1)
     stds = [

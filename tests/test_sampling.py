@@ -81,7 +81,12 @@ def test_dpm_schedule_equals_scheduler(steps: int, shift: float) -> None:
 
 
 def test_tdm_schedule_known_values() -> None:
-    """method.md 1.4: DPM-Solver, flow sigmas, shift 3, 4 steps -> 0.99967, 0.89964, 0.74962, 0.49967; t = 999..499."""
+    """DPM-Solver, flow sigmas, shift 3, 4 steps -> 0.99967, 0.89964, 0.74962, 0.49967; t = 999..499.
+
+    TDM-R1's SD3.5 sampler (Luo-Yihong/TDM-R1 ``scripts/train_tdmr1_pub.py``, ``config/tdmr1_clean.py``);
+    the values follow from diffusers' ``DPMSolverMultistepScheduler`` with ``use_flow_sigmas``
+    (timesteps cast to int).
+    """
     s = flow_schedule(4, shift=3.0, solver="dpmsolver++")
     assert s.sigmas[:4].tolist() == pytest.approx([0.99967, 0.89964, 0.74962, 0.49967], abs=5e-6)
     assert (s.model_sigmas * 1000).round().long().tolist() == [999, 899, 749, 499]

@@ -11,7 +11,9 @@ from tdm_r1.train.methods import common
 from tdm_r1.train.methods import tdm_r1 as plugin
 
 
-@pytest.mark.parametrize(("updates_done", "decay"), [(1, 0.001), (2, 0.002), (100, 0.1), (300, 0.3), (5000, 0.3)])
+@pytest.mark.parametrize(
+    ("updates_done", "decay"), [(1, 0.001), (2, 0.002), (100, 0.1), (300, 0.3), (5000, 0.3)]
+)
 def test_the_nth_surrogate_update_moves_the_old_copy_with_decay_0001_plus_0001_times_the_updates_before(
     monkeypatch: pytest.MonkeyPatch, updates_done: int, decay: float
 ) -> None:

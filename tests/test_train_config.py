@@ -122,7 +122,7 @@ def _knobs(cfg, section: str, keys: str) -> dict:
 
 
 def test_rl_method_recipes_carry_the_public_knobs() -> None:
-    """The SD3.5-M recipes of Flow-GRPO, DiffusionNFT and DGPO (rl-methods.md sections 2-4)."""
+    """The SD3.5-M recipes of Flow-GRPO, DiffusionNFT and DGPO (their public repositories' configs)."""
     for reward in ("geneval", "ocr"):
         fg = load_train_config(f"sd3.5m-flow-grpo-{reward}")
         assert (fg.method_name, fg.model.name, fg.rewards) == ("flow-grpo", "sd3.5-medium", {reward: 1.0})

@@ -9,7 +9,8 @@ optimisers and EMA (``Trainer._build_method``; ``check`` runs first). One micro-
 * the method's own ``train_micro`` on one micro-batch (every backward it does), then
 * ``Trainer._step`` of each trainable role (grad clip, AdamW, generator EMA, ``after_update``).
 
-What each micro-step holds (the public SD3.5-M recipes, ``rl-methods.md``; 10-step rollout grid):
+What each micro-step holds (the public SD3.5-M recipes of yifan123/flow_grpo, NVlabs/DiffusionNFT and
+Luo-Yihong/DGPO; 10-step rollout grid):
 
 * flow-grpo: 9 stochastic steps, each the log-prob recomputation of the stored transition with CFG
   4.5 (a 2x batch forward + backward) and the reference's step mean (no grad) for the KL (beta 0.04);

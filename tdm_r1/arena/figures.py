@@ -5,7 +5,7 @@
   through the epoch means) against reward evaluations and against wall-clock, one line per cell;
   below, the paired in-domain gain at each budget checkpoint (mean over seeds, band: 95% CI over
   seeds) at the model's own inference NFE. The two are different numbers (rollout sampler and partial
-  credit vs the inference sampler and the benchmark's rule; ``rl-methods.md`` §8.2 pitfall 7).
+  credit vs the inference sampler and the benchmark's rule: a training curve is not a benchmark result).
 - ``results/arena/<reward>.grid.png``: sample 0 of evenly spread in-domain prompts, one row per
   start model then per trained cell (its lowest seed, full budget): blur, collapse and reward hacking show here, not in means.
   Images come from the evaluation cache; the PNG is committed, the cache is not.

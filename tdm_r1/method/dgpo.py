@@ -1,9 +1,9 @@
 """DGPO applied directly to the model being improved: group preference on denoising errors.
 
-DGPO (``rl-methods.md`` section 4) trains a diffusion model with a group Bradley-Terry loss whose
-implicit reward is the drop of its denoising error against a reference. Per sample i of a group g,
-at a noise level t with ``x_t = (1 - t) x0_i + t noise`` (noise shared by the group) and the
-flow-matching target ``v* = noise - x0_i``:
+DGPO (arXiv:2510.08425; code Luo-Yihong/DGPO@01ceb4b ``scripts/train_sd3_dgpo.py``) trains a diffusion
+model with a group Bradley-Terry loss whose implicit reward is the drop of its denoising error against
+a reference. Per sample i of a group g, at a noise level t with ``x_t = (1 - t) x0_i + t noise``
+(noise shared by the group) and the flow-matching target ``v* = noise - x0_i``:
 
     l_i     = mean((v* - v_theta(x_t))^2)          l_ref_i = the same for the reference
     w_g     = sigmoid(beta_dpo / G * sum_{i in g} A_i (l_i - l_ref_i))   (detached, all-reduced)
@@ -30,7 +30,7 @@ from tdm_r1.method.losses import SurrogateLoss, surrogate_loss
 
 @dataclass(frozen=True)
 class DgpoHParams:
-    """DGPO's public SD3.5-Medium recipe (defaults: Mode 1, OCR / GenEval), ``rl-methods.md`` section 4.4.
+    """DGPO's SD3.5-Medium recipe (defaults: Mode 1, OCR / GenEval), Luo-Yihong/DGPO@01ceb4b config/dgpo.py.
 
     Attributes:
         beta_dpo: sigmoid temperature (100 OCR / GenEval, 10 PickScore; 2000 with ``use_ema_ref``).
@@ -79,7 +79,8 @@ class DgpoHParams:
             )
 
 
-#: SD3.5-M presets (section 4.4 table; Mode 1 per reward, Mode 2a / 2b).
+#: SD3.5-M presets (Luo-Yihong/DGPO@01ceb4b: Mode 1 per reward from ``config/dgpo.py``, Mode 2a / 2b from
+#: ``config/dgpo_wocfg.py`` / ``config/dgpo_wocfg_emaref.py``).
 DGPO_SD35M: dict[str, DgpoHParams] = {
     "ocr": DgpoHParams(),
     "geneval": DgpoHParams(adv_std="group", trunc_steps=4, switch_ema_ref=500),

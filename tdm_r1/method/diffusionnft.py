@@ -3,7 +3,8 @@
 No trajectories and no likelihoods: a rollout (any sampler, CFG-free) gives clean samples x0 and
 their rewards; training noises x0 to ``x_t = (1 - t) x0 + t noise`` and compares two implicit
 policies built from the trained velocity v and the frozen sampling ("old") velocity v_old
-(``rl-methods.md`` sections 3.1-3.2):
+(DiffusionNFT, arXiv:2509.16117; code NVlabs/DiffusionNFT@24af555,
+``scripts/train_nft_sd3.py``):
 
     v+ = (1 - beta) v_old + beta v      (positive policy)
     v- = (1 + beta) v_old - beta v      (negative policy)
@@ -14,7 +15,8 @@ policies built from the trained velocity v and the frozen sampling ("old") veloc
 with the optimality probability ``r = clamp(A / (2 adv_clip) + 0.5, 0, 1)`` from the advantage A.
 High-reward samples pull v+ (hence v) toward their flow-matching target ``noise - x0``; low-reward
 ones pull v- toward theirs, which pushes v away. At v = v_old the gradient in v is proportional to
-``(2 r - 1)`` (section 3.1), so r = 0.5 (A = 0) teaches nothing even though the loss is not 0.
+``(2 r - 1)`` (derived from the loss above), so r = 0.5 (A = 0) teaches nothing even though the loss
+is not 0.
 
 Shapes: latents / velocities (N, C, h, w); sigmas, advantages, r (N,).
 """
@@ -30,13 +32,13 @@ from tdm_r1.flow import per_sample, x0_from_v
 
 @dataclass(frozen=True)
 class DiffusionNftHParams:
-    """DiffusionNFT's public SD3.5-Medium recipe (defaults: GenEval), ``rl-methods.md`` section 3.4.
+    """DiffusionNFT's SD3.5-Medium recipe (defaults: GenEval), NVlabs/DiffusionNFT@24af555 ``config/nft.py``.
 
     Attributes:
         beta: NFT's trust-region beta (``config.beta``: 1.0 GenEval / PickScore / HPSv2, 0.1 OCR
             and multi-reward); smaller beta = larger policy move.
         kl_beta: weight of the KL to the base model (``config.train.beta`` = 1e-4; a different beta).
-        adv_clip: advantages clipped to +-5; also the loss multiplier (section 3.2).
+        adv_clip: advantages clipped to +-5; also the loss multiplier (``train_nft_sd3.py``).
         adv_std: "global" (``global_std = True``).
         decay_type: old-policy soft-update schedule (1 default, 2 OCR; :func:`old_policy_decay`).
         rollout_steps: deterministic 2nd-order DPM rollout steps (10; 25 multi-reward); the training
@@ -73,7 +75,7 @@ class DiffusionNftHParams:
             raise ValueError(f"DiffusionNftHParams.decay_type must be 1 or 2, got {self.decay_type}")
 
 
-#: SD3.5-M presets by reward (section 3.4 table).
+#: SD3.5-M presets by reward (NVlabs/DiffusionNFT@24af555 ``config/nft.py``, ``config/base.py``).
 DIFFUSIONNFT_SD35M: dict[str, DiffusionNftHParams] = {
     "geneval": DiffusionNftHParams(beta=1.0),
     "ocr": DiffusionNftHParams(beta=0.1, decay_type=2, updates_per_epoch=2),

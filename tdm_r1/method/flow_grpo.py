@@ -1,6 +1,8 @@
 """Flow-GRPO: the clipped-ratio policy loss on SDE steps, its KL to the reference, its step choice.
 
-Per trained step t of a trajectory i (``rl-methods.md`` sections 2.2-2.4):
+Per trained step t of a trajectory i (Flow-GRPO, arXiv:2505.05470, as implemented in
+yifan123/flow_grpo@ac4c86e ``scripts/train_sd3.py`` and
+``flow_grpo/diffusers_patch/sd3_sde_with_logprob.py``):
 
     rho = exp(log pi_theta(x_t' | x_t) - log pi_old(x_t' | x_t))          (per-element-mean log-probs)
     policy = max(-A rho, -A clip(rho, 1 - eps, 1 + eps))
@@ -11,7 +13,8 @@ One advantage per trajectory (group-normalised reward, :func:`tdm_r1.method.adva
 is broadcast to all its trained steps. The log-probs come from :mod:`tdm_r1.method.sde`; because they
 are per-element means, the ratio is the D-th root of the true density ratio, which is why the clip
 ranges are 1e-4..1e-5. The KL divides by ``2 s_t^2`` and not by the step variance ``2 s_t^2 |dt|``
-(the public code's choice: the late, large-|dt| steps of SD3.5's grid would otherwise get little KL),
+(the public code's choice, explained by the author in yifan123/flow_grpo issue #22: the late,
+large-|dt| steps of SD3.5's grid would otherwise get little KL),
 so it is the true Gaussian KL times ``|dt| / D``.
 
 Shapes: the per-sample inputs are (N,) for one trained step or (N, T) for T steps of the same
@@ -33,8 +36,9 @@ from tdm_r1.method.sde import SDE_KINDS
 class FlowGrpoHParams:
     """Flow-GRPO's public SD3.5-Medium recipe (defaults: the GenEval / OCR presets).
 
-    Sources: ``rl-methods.md`` section 2.7 and ``peers-and-rewards.md`` section 1.7 (base recipe),
-    section 2.1 (noise level), 2.3 (beta per reward), 2.4 (trained steps), 2.6 (Fast / CPS).
+    Sources: yifan123/flow_grpo ``config/base.py`` and ``config/grpo.py`` (base recipe, noise level,
+    beta per reward, Fast / CPS presets; read at commits 54809b5 and 31c71b9) and
+    ``scripts/train_sd3.py`` @ ac4c86e (trained steps).
 
     Attributes:
         noise_level: the SDE's a (Flow-SDE 0.7; CPS 0.8 in the Fast presets).
@@ -90,7 +94,8 @@ _GENEVAL_FAST = FlowGrpoHParams(
     guidance=1.0,
 )
 
-#: SD3.5-M presets by reward (section 2.3 beta values; section 2.6 for the Fast no-CFG recipe).
+#: SD3.5-M presets by reward (yifan123/flow_grpo@31c71b9 ``config/grpo.py``: beta per reward, and the
+#: Fast no-CFG recipe).
 FLOW_GRPO_SD35M: dict[str, FlowGrpoHParams] = {
     "geneval": FlowGrpoHParams(beta_kl=0.04),
     "ocr": FlowGrpoHParams(beta_kl=0.04),

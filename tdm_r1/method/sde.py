@@ -2,7 +2,8 @@
 
 Policy-gradient methods need a sampler whose every step is an explicit distribution. Flow-GRPO
 replaces the flow ODE ``dx = v dt`` by the reverse-time SDE with the same marginal at every t
-(``rl-methods.md`` section 2.1):
+(arXiv:2505.05470; the form implemented in yifan123/flow_grpo@ac4c86e
+``flow_grpo/diffusers_patch/sd3_sde_with_logprob.py``):
 
     dx = [ v + (s_t^2 / (2 t)) (x + (1 - t) v) ] dt + s_t dw,    s_t = a sqrt(t / (1 - t)),
 
@@ -12,7 +13,8 @@ Euler-Maruyama step from t to t' < t (dt = t' - t) is the Gaussian
 At t = 1, ``t / (1 - t)`` diverges, so the denominator uses the grid's largest sigma below 1
 (``sigma_max``: the second boundary of the grid), as the public code does.
 
-CPS (coefficients-preserving sampling, section 2.6; used by Flow-GRPO-Fast) is the DDIM-like step
+CPS (coefficients-preserving sampling, arXiv:2509.05952; in yifan123/flow_grpo@54809b5
+``sd3_sde_with_logprob.py``, used by Flow-GRPO-Fast) is the DDIM-like step
 ``mu = (1 - t') x0_hat + sqrt(t'^2 - std^2) eps_hat`` with ``std = t' sin(a pi / 2)``; its
 "log-probability" is ``-mean((x' - mu)^2)`` without constants or variance, so its ratios live on
 a different scale than Flow-SDE ones (never mix their clip ranges).

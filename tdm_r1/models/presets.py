@@ -1,7 +1,10 @@
 """Registered model presets (``tdmbench ls models``).
 
 Imported by the model registry on first lookup: keep it free of torch / diffusers imports.
-Numbers and their sources: ``../shared/reference/method.md`` sections 1.4, 2.5, 2.6 and 7.
+Numbers and their sources: each preset's ``sources`` field, from the Luo-Yihong/TDM README @ 81b019f
+(released LoRAs, 4-step DPM-Solver sampling), Luo-Yihong/TDM-R1 (README: the Z-Image checkpoint;
+``config/tdmr1_clean.py`` @ 397c77f and ``scripts/train_tdmr1_pub.py`` @ 1ee7d9f: the SD3.5-M LoRA and
+sampler) and the Z-Image / Z-Image-Turbo model cards (Tongyi-MAI; report arXiv:2511.22699).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Configuration of the TDM-R1 trainer (and of TDM distillation: the same trainer, reward off).
 
-Layers: dataclass defaults < ``--config`` YAML (a file, or a shipped preset ``presets/NAME.yaml``)
-< ``--set a.b=c`` < explicit CLI flags. Unknown keys are errors. Values follow the public TDM-R1
-recipe (``method.md`` section 2.6) unless a field says otherwise; the toy presets scale them down.
+Layers: dataclass defaults < ``--config`` YAML (a file, or a shipped preset ``presets/NAME.yaml``) <
+``--set a.b=c`` < explicit CLI flags. Unknown keys are errors. Values follow the public TDM-R1 recipe
+(Luo-Yihong/TDM-R1 ``config/tdmr1_clean.py`` @ 397c77f and its launch scripts) unless a field says
+otherwise; the toy presets scale them down.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ class RolloutConfig:
 
 @dataclass
 class FlowGrpoOptions:
-    """``method.name=flow-grpo`` (``rl-methods.md`` section 2; defaults: the SD3.5-M GenEval/OCR recipe)."""
+    """``method.name=flow-grpo`` (arXiv:2505.05470; defaults: flow_grpo's SD3.5-M GenEval/OCR recipe)."""
 
     #: SDE rollout steps ("denoising reduction": 10 on a 40-step model); None = the model's steps.
     #: The exported model keeps the model's own inference steps.
@@ -96,7 +97,7 @@ class FlowGrpoOptions:
 
 @dataclass
 class DiffusionNftOptions:
-    """``method.name=diffusionnft`` (``rl-methods.md`` section 3; defaults: the SD3.5-M GenEval recipe)."""
+    """``method.name=diffusionnft`` (arXiv:2509.16117; defaults: the public SD3.5-M GenEval recipe)."""
 
     #: ODE rollout steps of the "old" sampling policy (10 in the public recipe); None = the model's.
     rollout_steps: int | None = None
@@ -112,7 +113,7 @@ class DiffusionNftOptions:
 
 @dataclass
 class DgpoOptions:
-    """``method.name=dgpo`` (``rl-methods.md`` section 4; defaults: Mode 1, the SD3.5-M OCR recipe)."""
+    """``method.name=dgpo`` (arXiv:2510.08425; defaults: Mode 1, the public SD3.5-M OCR recipe)."""
 
     #: ODE rollout steps (10 in the public recipe); None = the model's.
     rollout_steps: int | None = None

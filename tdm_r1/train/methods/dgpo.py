@@ -1,12 +1,12 @@
 """DGPO as a training method of the loop, applied directly to the model being improved (no surrogate).
 
-Per epoch (``rl-methods.md`` section 4): deterministic rollouts (the generator; after
-``switch_ema_ref`` generator updates its fast EMA copy ``old``), with the rollout CFG; only the
-final samples x0 are used. M distinct grid indices are drawn per epoch from the high-noise end
-``0..trunc_steps``. For each micro-batch (whole groups) and each index (one backward each): the
-members of a group share one noise; the group preference loss on the generator's conditional
-denoising errors against the reference's (the starting model, or the fast EMA with
-``use_ema_ref``), PPO-style clipped against the fast EMA, + ``kl_beta`` times the velocity KL.
+Per epoch (DGPO, arXiv:2510.08425; Luo-Yihong/DGPO@01ceb4b ``scripts/train_sd3_dgpo.py``):
+deterministic rollouts (the generator; after ``switch_ema_ref`` generator updates its fast EMA copy
+``old``), with the rollout CFG; only the final samples x0 are used. M distinct grid indices are drawn
+per epoch from the high-noise end ``0..trunc_steps``. For each micro-batch (whole groups) and each
+index (one backward each): the members of a group share one noise; the group preference loss on the
+generator's conditional denoising errors against the reference's (the starting model, or the fast EMA
+with ``use_ema_ref``), PPO-style clipped against the fast EMA, + ``kl_beta`` times the velocity KL.
 After each generator update the fast EMA follows with decay ``min(0.3, 0.001 step)``.
 """
 

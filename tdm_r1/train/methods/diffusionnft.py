@@ -1,12 +1,13 @@
 """DiffusionNFT as a training method of the loop: forward-process, reward-weighted flow matching.
 
-Per epoch (``rl-methods.md`` section 3): the frozen ``old`` copy samples CFG-free ODE rollouts
-with the schedule's own solver (any sampler); only the final samples x0 are used. For each
-micro-batch, each sample draws ``int(K * timestep_fraction)`` of the rollout grid's sigmas (a
-per-sample permutation) with fresh noise per level; per level one backward of the NFT loss
-(positive / negative implicit policies around the old velocity, weighted by the optimality
-probability r from the advantage, + ``kl_beta`` times the velocity KL to the starting model).
-After the epoch the old copy moves toward the generator by the public decay schedule.
+Per epoch (DiffusionNFT, arXiv:2509.16117; NVlabs/DiffusionNFT@24af555 ``scripts/train_nft_sd3.py``):
+the frozen ``old`` copy samples CFG-free ODE rollouts with the schedule's own solver (any sampler);
+only the final samples x0 are used. For each micro-batch, each sample draws
+``int(K * timestep_fraction)`` of the rollout grid's sigmas (a per-sample permutation) with fresh
+noise per level; per level one backward of the NFT loss (positive / negative implicit policies around the old
+velocity, weighted by the optimality probability r from the advantage, + ``kl_beta`` times the
+velocity KL to the starting model). After the epoch the old copy moves toward the generator by the
+public decay schedule.
 """
 
 from __future__ import annotations

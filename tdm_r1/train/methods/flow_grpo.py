@@ -1,12 +1,13 @@
 """Flow-GRPO as a training method of the loop: SDE rollouts, clipped likelihood ratios, KL to the start.
 
-Per epoch (``rl-methods.md`` section 2): the generator samples with the SDE on the stochastic
-steps (all but the last for full Flow-GRPO, a seeded window of consecutive steps for
-Flow-GRPO-Fast; the others are Euler ODE steps), storing every latent and each stochastic step's
-log-probability. Rewards give group advantages. For each micro-batch and each stochastic step k
-(one backward per step): the stored transition's log-probability under the current weights, the
-clipped ratio loss against the stored one, and ``beta_kl`` times the KL of the step means to the
-starting model. With CFG (guidance != 1) the policy is the guided step, in rollout and training.
+Per epoch (Flow-GRPO, arXiv:2505.05470; yifan123/flow_grpo@ac4c86e ``scripts/train_sd3.py``): the
+generator samples with the SDE on the stochastic steps (all but the last for full Flow-GRPO, a seeded
+window of consecutive steps for Flow-GRPO-Fast; the others are Euler ODE steps), storing every latent
+and each stochastic step's log-probability. Rewards give group advantages. For each micro-batch and
+each stochastic step k (one backward per step): the stored transition's log-probability under the
+current weights, the clipped ratio loss against the stored one, and ``beta_kl`` times the KL of the
+step means to the starting model. With CFG (guidance != 1) the policy is the guided step, in rollout
+and training.
 
 "Denoising reduction": ``method.flow_grpo.rollout_steps`` (e.g. 10 on the 50-step toy teacher)
 sets the training rollout; the exported model samples with the model's own steps.
