@@ -11,6 +11,8 @@ from typing import Any
 #: The instruments' series (``tdm_r1.train.diagnostics``), drawn in a second row when present.
 _STEP = re.compile(r"reward_step\d+$")
 _SUR = re.compile(r"sur_(pairacc|spearman)_j\d+$")
+#: The same ranking with the score averaged over several noise queries (preferred when logged).
+_SUR_Q = re.compile(r"sur_(pairacc|spearman)_q_j\d+$")
 _GDIR = ("gdir_kl", "gdir_cfg", "gdir_rl", "gdir_total")
 _GDIR_RATIO = ("gdir_rl_over_kl", "gdir_cfg_over_kl")
 
@@ -71,7 +73,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, title: s
         for k in ("surrogate_group_weight_std", "surrogate_clipped", "zero_std_group_share")
         if k in history[-1]
     ]
-    sur_keys = _keys(history, _SUR.match)
+    sur_keys = _keys(history, _SUR_Q.match) or _keys(history, _SUR.match)
     gdir_keys = [k for k in _GDIR if _series(history, k)[0]]
     step_keys = sorted(_keys(history, _STEP.match), key=lambda k: int(k.removeprefix("reward_step")))
     diag = bool(sur_keys or gdir_keys or step_keys)
@@ -86,7 +88,8 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, title: s
     axes[0].set_xlabel("epoch")
     axes[0].set_ylabel("reward (rollouts; held-out: EMA)")
     if reward_keys or heldout_keys:
-        axes[0].legend(fontsize=7)
+        axes[0].legend(fontsize=7, loc="lower left")
+    _start_delta(axes[0], history)
     for key in loss_keys:
         axes[1].plot(epochs, [h.get(key, float("nan")) for h in history], label=key)
     axes[1].set_xlabel("epoch")
@@ -112,6 +115,28 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | Path, *, title: s
     return path
 
 
+def _start_delta(ax: Any, history: Sequence[dict[str, Any]]) -> None:
+    """``start_delta`` (reward minus the start weights' on the same prompts and noises) with its
+    95% band, on a right axis: the paired learning curve of the instruments."""
+    xs, ys = _series(history, "start_delta")
+    if not xs:
+        return
+    twin = ax.twinx()
+    lo = dict(zip(*_series(history, "start_delta_lo"), strict=True))
+    hi = dict(zip(*_series(history, "start_delta_hi"), strict=True))
+    twin.plot(xs, ys, "k.-", lw=1, ms=4, label="start_delta (paired, right axis)")
+    twin.fill_between(
+        xs,
+        [lo.get(x, y) for x, y in zip(xs, ys, strict=True)],
+        [hi.get(x, y) for x, y in zip(xs, ys, strict=True)],
+        color="black",
+        alpha=0.12,
+    )
+    twin.axhline(0.0, color="black", lw=0.6, ls=":")
+    twin.set_ylabel("reward − start weights' (same prompts, noises)", fontsize=8)
+    twin.legend(fontsize=7, loc="upper right")
+
+
 def _instrument_row(
     axes: Sequence[Any],
     history: Sequence[dict[str, Any]],
@@ -126,7 +151,8 @@ def _instrument_row(
         axes[0].plot(*_series(history, key), style, color=f"C{j % 10}", label=key.removeprefix("sur_"), ms=3)
     axes[0].axhline(0.5, color="grey", lw=0.5)
     axes[0].axhline(0.0, color="grey", lw=0.5)
-    axes[0].set_title("surrogate vs true reward, fresh groups (chance 0.5 / 0)", fontsize=9)
+    queries = "mean of noise queries" if any("_q_j" in k for k in sur_keys) else "one query"
+    axes[0].set_title(f"surrogate vs true reward, fresh groups, {queries} (chance 0.5 / 0)", fontsize=9)
     for key in gdir_keys:  # log scale: a zero norm (a term that is off, the KL at step 0) is left out
         pts = [(x, y) for x, y in zip(*_series(history, key), strict=True) if y > 0]
         axes[1].plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=key.removeprefix("gdir_"), ms=3)
