@@ -42,6 +42,11 @@ def _run(tmp_path: Path) -> list[dict[str, float]]:
             # the split the losses were recorded on; the toy RL presets now train on "rl" (held-out
             # combinations removed), which changes the prompts, not the algorithm this test guards
             "data.split=train",
+            # and the update structure they were recorded with (toy-r1's before the scaling rule)
+            "method.num_train_timesteps=1",
+            "optim.lr=1.0e-3",
+            "optim.grad_accum=1",
+            "optim.ema_decay=0.95",
         ],
     )
     run = Trainer(cfg).fit()

@@ -18,6 +18,11 @@ BEFORE = json.loads((Path(__file__).parent / "golden" / "presets_resolved.json")
 RENAMED = {f"sd3.5m-{r}-8gpu": f"sd3.5m-{r}" for r in ("ocr", "geneval", "hps", "imagereward")}
 #: The toy presets whose prompts moved, on purpose, from the teacher's "train" split to "rl" (train
 #: minus the held-out combinations the suites report as unseen); toy-distill (the toy build) keeps "train".
+#: The TDM-R1 toy presets under the toy scaling rule (docs/tdm-r1-fidelity.md): the public per-update
+#: knobs (lr 3e-4, one update per epoch, 2 boundaries, EMA 0.9); toy-distill and toy-likes-sim keep
+#: the update structure their shipped results were made with.
+RULE = {"toy-geneval", "toy-ocr", "toy-r1"}
+RULE_VALUES = {"optim": {"lr": 3e-4, "grad_accum": 0, "ema_decay": 0.9}, "method": {"num_train_timesteps": 2}}
 RL_SPLIT = {"toy-geneval", "toy-likes-sim", "toy-ocr", "toy-r1"}
 #: Fields added since the record (issue 14's methods), with defaults that change no recorded run.
 ADDED = {
@@ -80,6 +85,10 @@ def test_every_preset_resolves_to_the_config_it_had(old: str) -> None:
     if old in RL_SPLIT:
         assert got["data"]["split"] == "rl"
         want = dict(want, data=dict(want["data"], split="rl"))
+    if old in RULE:
+        for section, values in RULE_VALUES.items():
+            assert {k: got[section][k] for k in values} == values
+            want = dict(want, **{section: dict(want[section], **values)})
     assert got == want
     assert sorted(p.stem for p in PRESETS if p.stem not in NEW) == sorted(RENAMED.get(n, n) for n in BEFORE)
 
