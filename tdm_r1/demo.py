@@ -67,7 +67,7 @@ def run_demo(
     matches them (model weights, suite version and reward identities; see ``tdm_r1.eval.reuse``), so
     a fresh clone spends its time on the new model.
     """
-    from tdm_r1.eval import leaderboard
+    from tdm_r1.eval import leaderboard, leaderboard_md
     from tdm_r1.eval.plots import write_all
     from tdm_r1.eval.reuse import reusable_result
     from tdm_r1.eval.runner import evaluate
@@ -104,7 +104,7 @@ def run_demo(
         stages[f"eval {model}"] = time.perf_counter() - t1
     t1 = time.perf_counter()
     board = leaderboard.build(root)
-    out["files"] = leaderboard.write(board, root)
+    out["files"] = leaderboard_md.write(board, root)
     write_all(board, root / "plots")
     stages["leaderboard"] = time.perf_counter() - t1
     out["leaderboard"] = board

@@ -133,3 +133,79 @@ def test_the_layer_map_covers_every_product_module() -> None:
     top = {_module_name(p).split(".")[1] for p in _product_files() if _module_name(p).count(".") >= 1}
     named = {p.split(".")[1] for p, _ in LAYERS if p.count(".") >= 1}
     assert top <= named, f"modules missing from LAYERS: {sorted(top - named)}"
+
+
+def _runtime_imports(path: Path) -> list[tuple[int, str]]:
+    """:func:`_imports` without those under ``if TYPE_CHECKING:`` (annotations only, never run)."""
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for n in ast.walk(node)
+    }
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names if a.name.startswith("tdm_r1")]
+        elif (
+            isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("tdm_r1")
+        ):
+            out += [(node.lineno, node.module)] + [
+                (node.lineno, f"{node.module}.{a.name}") for a in node.names
+            ]
+    return out
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_loops_not_even_through_function_level_imports() -> None:
+    modules = {_module_name(p): p for p in _product_files()}
+    graph = {
+        mod: {t for _, t in _runtime_imports(path) if t in modules and t != mod}
+        for mod, path in modules.items()
+    }
+    loops = _cycles(graph)
+    assert not loops, "import loops (a function-level import that breaks a loop is still one):\n" + "\n".join(
+        " <-> ".join(c) for c in loops
+    )
+
+
+def test_the_loop_finder_finds_a_loop() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []

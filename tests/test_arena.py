@@ -22,7 +22,7 @@ from tdm_r1.arena.grid import (
 )
 from tdm_r1.cli import app
 from tdm_r1.errors import ConfigError
-from tdm_r1.eval import leaderboard
+from tdm_r1.eval import leaderboard, leaderboard_md
 from tdm_r1.eval.arena_table import COLUMNS, read_table, table_path, to_markdown
 from tdm_r1.registry import BENCHMARKS
 from tdm_r1.toyworld.grammar import benchmark_prompts, rl_unseen_ids
@@ -267,7 +267,7 @@ def test_arena_tables_render_in_the_leaderboard_pooled_over_seeds_with_errors(tm
     assert "- dgpo @ toy-teacher, seed 0: error: bad sampler" in md
     lb = leaderboard.build(tmp_path)
     assert set(lb.arena) == {"ocr"}
-    assert "## RL method arena" in leaderboard.to_markdown(lb)
+    assert "## RL method arena" in leaderboard_md.to_markdown(lb)
 
 
 def test_a_spawned_run_reports_its_own_peak_memory_not_its_parents() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from tdm_r1.eval import arena_stats as st
 from tdm_r1.eval.arena_table import COLUMNS, summary_line
-from tdm_r1.eval.paired import metric_value
+from tdm_r1.eval.values import metric_value
 from tdm_r1.testing.arena import arena_rows
 
 T_975_2 = 4.302652729911275  # t(0.975, 2 degrees of freedom)

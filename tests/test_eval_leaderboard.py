@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from tdm_r1.cli import app
 from tdm_r1.errors import ConfigError
-from tdm_r1.eval import leaderboard
+from tdm_r1.eval import leaderboard, leaderboard_md
 from tdm_r1.eval.plots import write_all
 from tdm_r1.eval.runner import evaluate
 
@@ -87,7 +87,7 @@ def test_deltas_arrows_and_in_domain_marks(results: Path) -> None:
     assert "kit-geneval/overall" in lb.in_domain["kit-r1"]
     assert not [c for c in lb.in_domain["kit-r1"] if c.startswith("kit-bright/")]
 
-    md = leaderboard.to_markdown(lb)
+    md = leaderboard_md.to_markdown(lb)
     assert "kit-darkness ↓" in md and "kit-brightness ↑" in md and "overall ↑" in md
     r1_geneval = next(line for line in md.splitlines() if line.startswith("| kit-r1 | 4 | measured | 1.000"))
     assert r1_geneval.count("★") == 7

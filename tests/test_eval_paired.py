@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tdm_r1.eval import leaderboard
+from tdm_r1.eval import leaderboard, leaderboard_md
 from tdm_r1.eval.aggregate import geneval_stats, mean_ci
 from tdm_r1.eval.paired import (
     PAIRED_BOOTSTRAP,
@@ -240,16 +240,16 @@ def test_leaderboard_marks_significant_and_not_significant_deltas(tmp_path: Path
     assert list(lb.deltas.columns) == list(leaderboard.DELTA_COLUMNS)
     assert d.loc["base", "method"] == PAIRED_T and bool(d.loc["base", "significant"]) is True
     assert d.loc["base", "delta"] == pytest.approx(MODEL.mean() - REF.mean(), abs=1e-12)
-    md = leaderboard.to_markdown(lb)
+    md = leaderboard_md.to_markdown(lb)
     line = next(x for x in md.splitlines() if x.startswith("| rl | base |"))
     assert "| paired-t | **significantly better** |" in line and "[+0.056, +0.144]" in line
 
     _write(tmp_path, "rl", REF + noise[::-1], relations={"few_step_base": "base"})
-    md = leaderboard.to_markdown(_leaderboard(tmp_path))
+    md = leaderboard_md.to_markdown(_leaderboard(tmp_path))
     line = next(x for x in md.splitlines() if x.startswith("| rl | base |"))
     assert line.endswith("| paired-t | not significant |")
 
-    leaderboard.write(_leaderboard(tmp_path), tmp_path)
+    leaderboard_md.write(_leaderboard(tmp_path), tmp_path)
     csv = pd.read_csv(tmp_path / "leaderboard_deltas.csv")
     assert list(csv.columns) == list(leaderboard.DELTA_COLUMNS) and csv["significant"].tolist() == [False]
 
@@ -269,7 +269,7 @@ def test_leaderboard_says_why_a_delta_is_unpaired(tmp_path: Path) -> None:
     # a --limit run against a full run: not the same samples, so no number at all
     assert math.isnan(d.loc["teacher", "delta"])
     assert d.loc["teacher", "reason"] == "sample sets differ (--limit None vs 3)"
-    md = leaderboard.to_markdown(_leaderboard(tmp_path))
+    md = leaderboard_md.to_markdown(_leaderboard(tmp_path))
     assert "| unpaired | unpaired: no per-sample file for base (syn/base.scores.csv) |" in md
     # a stale per-sample file (another run than the summary) is not used either
     _write(tmp_path, "base", REF)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from evalkit import Kit, kit_fixture  # noqa: F401 (fixture)
 
-from tdm_r1.eval import leaderboard, provenance
+from tdm_r1.eval import leaderboard, leaderboard_md, provenance
 from tdm_r1.eval.provenance import OFFICIAL, TOY, describe
 from tdm_r1.eval.report import write_report
 from tdm_r1.eval.results import SUMMARY_COLUMNS
@@ -80,10 +80,10 @@ def test_every_measured_file_carries_its_protocol(kit: Kit) -> None:
     assert row["kit-geneval:protocol"] == TOY and row["kit-geneval:protocol_detail"].startswith(
         "images/prompt=2"
     )
-    md = leaderboard.to_markdown(lb)
+    md = leaderboard_md.to_markdown(lb)
     assert "| source | protocol |" in md
     assert f"| {TOY} |" in md and "Protocol of the measured rows (kit-geneval):" in md
-    leaderboard.write(lb, kit.results)
+    leaderboard_md.write(lb, kit.results)
     assert "kit-geneval:protocol" in pd.read_csv(kit.results / "leaderboard.csv").columns
     page = write_report(kit.results, lb=lb).read_text()
     assert "<th>protocol</th>" in page and '<td class="protocol" title="images/prompt=2' in page
@@ -129,7 +129,7 @@ def test_leaderboard_sections_say_official_or_approximate(tmp_path: Path) -> Non
     assert table.loc["toy-4step", "toy-geneval:protocol_detail"].startswith(
         f"images/prompt={meta['benchmark']['images_per_prompt']}"
     )
-    md = leaderboard.to_markdown(lb)
+    md = leaderboard_md.to_markdown(lb)
     geneval_section = md.split("## GenEval")[1].split("##")[0]
     (m_row,) = [line for line in geneval_section.split("\n") if line.startswith("| m | 4 | measured |")]
     assert m_row.endswith("| tdmbench 0.1.0 | official |")

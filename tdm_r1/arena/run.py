@@ -140,8 +140,9 @@ def measure_checkpoint(
 ) -> dict[str, Any]:
     """One checkpoint's metric and paired-delta columns: in-domain on all / seen / unseen cases
     and out-of-domain, each against the start model on the same cases and seeds."""
-    from tdm_r1.eval.paired import compare, metric_value
+    from tdm_r1.eval.paired import compare
     from tdm_r1.eval.results import read_values
+    from tdm_r1.eval.values import metric_value
 
     base = _evaluate(start, cell.reward, paths, batch_size, progress)
     row: dict[str, Any] = {"start_model": start if isinstance(start, str) else start.name, "checkpoint": name}

@@ -116,14 +116,14 @@ def leaderboard_cmd(
     ] = False,
 ) -> None:
     """results/*/*.csv + results/reference/published.csv -> results/leaderboard.{csv,md} (+ plots)."""
-    from tdm_r1.eval import leaderboard
+    from tdm_r1.eval import leaderboard, leaderboard_md
     from tdm_r1.paths import results_dir as default_results_dir
 
     root = results_dir or default_results_dir()
     lb = leaderboard.build(root, skip_broken=skip_broken)
     for why in lb.skipped:
         typer.secho(f"warning: left out {why}", fg=typer.colors.YELLOW, err=True)
-    paths = leaderboard.write(lb, root)
+    paths = leaderboard_md.write(lb, root)
     if plots:
         from tdm_r1.eval.plots import write_all
 

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from tdm_r1.eval import arena_stats as st
-from tdm_r1.eval.leaderboard_md import fmt, fmt_ci, verdict
+from tdm_r1.eval.formatting import fmt, fmt_ci, verdict
 
 ARENA_DIR = "arena"
 #: In-domain case subsets with their own columns (``in_<subset>_delta``, ...); "all" is ``in_delta``.

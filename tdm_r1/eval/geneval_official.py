@@ -182,7 +182,7 @@ def records_from_score_table(
     """Official records from a ``tdmbench score`` table with GenEval columns (``correct``,
     ``reason``, ``tag``, ``detections``, plain or ``geneval.``-prefixed in a weighted sum); the
     prompt metadata is read again from the generation layout or the ``metadata`` file."""
-    from tdm_r1.scoring import read_metadata
+    from tdm_r1.prompt_files import read_metadata
 
     if metadata is not None:
         meta = read_metadata(metadata, images_dir)

@@ -345,27 +345,4 @@ def benchmarks_of(metrics: list[str]) -> list[str]:
     return out
 
 
-def to_markdown(lb: Leaderboard) -> str:
-    """``leaderboard.md``: one table per benchmark, delta tables, sources (see ``leaderboard_md``)."""
-    from tdm_r1.eval.leaderboard_md import to_markdown as render
-
-    return render(lb)
-
-
-def write(lb: Leaderboard, root: Path | None = None) -> dict[str, Path]:
-    """``leaderboard.csv``, ``leaderboard.md`` and ``leaderboard_deltas.csv`` under ``root``."""
-    from tdm_r1.eval.cache import atomic_write_text
-
-    root = root or default_results_dir()
-    paths = {
-        "csv": root / "leaderboard.csv",
-        "md": root / "leaderboard.md",
-        "deltas": root / "leaderboard_deltas.csv",
-    }
-    atomic_write_text(paths["csv"], lb.table.to_csv(index=False, lineterminator="\n"))
-    atomic_write_text(paths["md"], to_markdown(lb))
-    atomic_write_text(paths["deltas"], lb.deltas.to_csv(index=False, lineterminator="\n"))
-    return paths
-
-
-__all__ = ["Leaderboard", "build", "load_published", "to_markdown", "write"]
+__all__ = ["Leaderboard", "build", "load_published"]

@@ -6,11 +6,9 @@ the same everywhere: 3 decimals (2 from 10 up), reported numbers with their own 
 
 from __future__ import annotations
 
-import math
-from typing import Any
+from pathlib import Path
 
-import pandas as pd
-
+from tdm_r1.eval.formatting import arrow, fmt, fmt_ci, fmt_nfe, verdict
 from tdm_r1.eval.leaderboard import Leaderboard, benchmarks_of, column, split_column
 from tdm_r1.eval.provenance import markdown_details, protocol_status
 
@@ -23,39 +21,6 @@ TITLES = {
     "toy-ocr": "Toy world OCR",
     "unspecified": "Reported metrics whose prompt set the source does not name",
 }
-
-
-def arrow(higher_is_better: bool) -> str:
-    return "↑" if higher_is_better else "↓"
-
-
-def fmt(value: Any, *, signed: bool = False, as_published: bool = False) -> str:
-    """3 decimals (2 from 10 up); ``as_published`` keeps a reported number's own digits."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    v = float(value)
-    if as_published:
-        return f"{v:g}"
-    digits = 2 if abs(v) >= 10 else 3
-    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
-
-
-def fmt_nfe(value: Any) -> str:
-    return "" if pd.isna(value) else str(int(value))
-
-
-def fmt_ci(low: float, high: float) -> str:
-    return "" if pd.isna(low) or pd.isna(high) else f"[{fmt(low, signed=True)}, {fmt(high, signed=True)}]"
-
-
-def verdict(significant: Any, delta: float, higher_is_better: bool, reason: str = "") -> str:
-    """``significantly better`` / ``significantly worse`` (the 95% CI excludes 0), ``not
-    significant`` (the CI includes 0: no claim either way), or ``unpaired: <reason>`` (no CI)."""
-    if significant is None or pd.isna(significant):
-        return f"unpaired: {reason}" if reason else "no CI"
-    if not bool(significant):
-        return "not significant"
-    return "**significantly better**" if (delta > 0) == higher_is_better else "**significantly worse**"
 
 
 def training_notes(lb: Leaderboard) -> list[tuple[str, str]]:
@@ -163,3 +128,20 @@ def to_markdown(lb: Leaderboard) -> str:
             lines.append(f"{i}. {s}{' (secondary source)' if lb.sources[s] else ''}")
         lines.append("")
     return "\n".join(lines)
+
+
+def write(lb: Leaderboard, root: Path | None = None) -> dict[str, Path]:
+    """``leaderboard.csv``, ``leaderboard.md`` and ``leaderboard_deltas.csv`` under ``root``."""
+    from tdm_r1.eval.cache import atomic_write_text
+    from tdm_r1.paths import results_dir
+
+    root = root or results_dir()
+    paths = {
+        "csv": root / "leaderboard.csv",
+        "md": root / "leaderboard.md",
+        "deltas": root / "leaderboard_deltas.csv",
+    }
+    atomic_write_text(paths["csv"], lb.table.to_csv(index=False, lineterminator="\n"))
+    atomic_write_text(paths["md"], to_markdown(lb))
+    atomic_write_text(paths["deltas"], lb.deltas.to_csv(index=False, lineterminator="\n"))
+    return paths

@@ -33,25 +33,13 @@ import pandas as pd
 
 from tdm_r1.eval.aggregate import mean_ci, task_order
 from tdm_r1.eval.results import file_stem, read_meta, read_values
+from tdm_r1.eval.values import KEY, rows_for
 
 PAIRED_T = "paired-t"
 PAIRED_BOOTSTRAP = "paired-bootstrap"
 UNPAIRED = "unpaired"
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
-#: Columns that identify one sample of a suite (the same for every model).
-KEY: tuple[str, ...] = ("prompt_id", "sample", "seed")
-#: Columns of a per-sample value table (see :func:`sample_values`).
-VALUE_COLUMNS: tuple[str, ...] = (
-    *KEY,
-    "metric",
-    "aggregate",
-    "group",
-    "value",
-    "reward_version",
-    "benchmark_version",
-    "model_config_hash",
-)
 
 
 @dataclass(frozen=True)
@@ -135,71 +123,11 @@ def paired_bootstrap_task_mean(
     return Delta(float(observed), float(low), float(high), n, PAIRED_BOOTSTRAP)
 
 
-# ------------------------------------------------------------------------- per-sample values
-def sample_values(samples: pd.DataFrame, benchmark: dict) -> pd.DataFrame:
-    """A run's per-sample table -> the values its metrics average (``VALUE_COLUMNS``).
-
-    ``benchmark`` is the suite as recorded in ``meta.json`` (``Benchmark.to_dict()``); its reward
-    uses say how each metric aggregates. A ``geneval``-aggregated use gives ``value`` = the image's
-    correctness and ``group`` = its task; a ``mean`` use gives ``value`` = the score.
-    """
-    import json
-
-    aggregates = {
-        str(u.get("metric") or u["name"]): str(u.get("aggregate", "mean"))
-        for role in ("in_domain", "out_of_domain")
-        for u in benchmark.get(role, []) or []
-    }
-    rows = samples.loc[:, [*KEY, "metric", "score", "details", "metadata", "reward_version"]].copy()
-    rows["aggregate"] = rows["metric"].map(lambda m: aggregates.get(str(m), "mean"))
-    values, groups = [], []
-    for agg, score, details, metadata in zip(
-        rows["aggregate"], rows["score"], rows["details"], rows["metadata"], strict=True
-    ):
-        if agg == "geneval":
-            d, m = json.loads(details), json.loads(metadata)
-            values.append(float("nan") if math.isnan(score) else float(d.get("correct", score)))
-            groups.append(str(m.get("tag", d.get("tag", "unknown"))))
-        else:
-            values.append(float(score))
-            groups.append("")
-    rows["value"], rows["group"] = values, groups
-    rows["benchmark_version"] = samples["benchmark_version"].astype(str)
-    rows["model_config_hash"] = samples["model_config_hash"].astype(str)
-    return rows.loc[:, list(VALUE_COLUMNS)].reset_index(drop=True)
-
-
-def _rows_for(values: pd.DataFrame, metric: str) -> tuple[pd.DataFrame, str] | None:
-    """The rows behind one summary metric and how it aggregates (``None`` if none are)."""
-    plain = values[(values["metric"] == metric) & (values["aggregate"] != "geneval")]
-    if len(plain):
-        return plain, "mean"
-    gen = values[values["aggregate"] == "geneval"]
-    if metric == "overall" and len(gen):
-        return gen, "task-mean"
-    task = gen[gen["group"] == metric]
-    return (task, "mean") if len(task) else None
-
-
-def metric_value(values: pd.DataFrame | None, metric: str) -> float:
-    """One run's summary metric from its value table, on whatever cases it holds (a subset of a
-    suite: e.g. its unseen cases): the mean, or for GenEval ``overall`` the unweighted mean of the
-    tasks present. NaN when no value is there."""
-    rows = None if values is None else _rows_for(values, metric)
-    if rows is None:
-        return float("nan")
-    r, how = rows
-    if how == "task-mean":
-        per_task = r.groupby("group")["value"].mean()
-        return float(per_task.mean()) if len(per_task) else float("nan")
-    return float(r["value"].mean())
-
-
 def compare(model: pd.DataFrame, reference: pd.DataFrame, metric: str) -> Delta:
     """Paired delta ``model - reference`` on one summary metric of one suite, from both runs'
     value tables (:func:`sample_values`); unpaired with a reason when they do not match."""
     nan = float("nan")
-    m_rows, r_rows = _rows_for(model, metric), _rows_for(reference, metric)
+    m_rows, r_rows = rows_for(model, metric), rows_for(reference, metric)
     if m_rows is None or r_rows is None:
         return unpaired(nan, f"no per-sample values for metric {metric!r}")
     (m, how), (r, _) = m_rows, r_rows
@@ -267,5 +195,4 @@ __all__ = [
     "paired_bootstrap_task_mean",
     "paired_t",
     "run_delta",
-    "sample_values",
 ]

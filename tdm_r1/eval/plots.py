@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tdm_r1.eval.formatting import arrow
 from tdm_r1.eval.leaderboard import Leaderboard, split_column
-from tdm_r1.eval.leaderboard_md import arrow
 from tdm_r1.eval.results import file_stem
 
 

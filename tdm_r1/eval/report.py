@@ -22,8 +22,9 @@ from pathlib import Path
 from tdm_r1 import __version__
 from tdm_r1.csv_files import read_parquet
 from tdm_r1.eval.cache import ImageCache, atomic_write_text
+from tdm_r1.eval.formatting import arrow, fmt, fmt_nfe
 from tdm_r1.eval.leaderboard import Leaderboard, benchmarks_of, build, split_column
-from tdm_r1.eval.leaderboard_md import TITLES, arrow, fmt, fmt_nfe
+from tdm_r1.eval.leaderboard_md import TITLES
 from tdm_r1.eval.provenance import protocol_column, protocol_status
 from tdm_r1.eval.results import NOT_BENCHMARKS
 from tdm_r1.paths import results_dir as default_results_dir

@@ -32,6 +32,7 @@ import pandas as pd
 
 from tdm_r1.errors import UnreadableFileError, excerpt
 from tdm_r1.eval.cache import atomic_write_text, stable_json
+from tdm_r1.eval.values import sample_values
 from tdm_r1.paths import results_dir as default_results_dir
 
 #: Columns of ``results/<benchmark>/<model>.csv``, in order (the contract, then versions).
@@ -126,7 +127,6 @@ def summary_csv_text(summary: pd.DataFrame) -> str:
 
 def write_run(files: RunFiles, summary: pd.DataFrame, samples: pd.DataFrame, meta: dict[str, Any]) -> None:
     """Write the run's files atomically (samples first, the summary CSV last)."""
-    from tdm_r1.eval.paired import sample_values
 
     files.csv.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=files.samples.parent, prefix=f".{files.samples.name}.", suffix=".tmp")
@@ -258,11 +258,10 @@ def read_samples(benchmark: str, model: str, root: Path | None = None) -> pd.Dat
 
 
 def read_values(benchmark: str, model: str, root: Path | None = None) -> pd.DataFrame | None:
-    """The per-sample metric values of one run (``tdm_r1.eval.paired.VALUE_COLUMNS``): the
+    """The per-sample metric values of one run (``tdm_r1.eval.values.VALUE_COLUMNS``): the
     committed ``.scores.csv``, else derived from the parquet and ``meta.json``; ``None`` if neither
     was kept."""
     from tdm_r1.csv_files import read_csv
-    from tdm_r1.eval.paired import sample_values
 
     files = best_run_files(benchmark, model, root)
     if files.scores.is_file():
