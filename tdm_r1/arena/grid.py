@@ -126,7 +126,8 @@ def select_cells(
     if seeds is not None and (not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds)):
         raise ConfigError(f"arena seeds must be distinct integers >= 0, got {seeds}")
     grid = [(m, s) for (m, s) in ALL_CELLS if m in ms and s in starts]
-    cells = [Cell(m, s, r, seed) for r in rs for (m, s) in grid for seed in (seeds or DEFAULT_SEEDS)]
+    # seed by seed: a grid stopped part-way has every method at the seeds it reached (head to head)
+    cells = [Cell(m, s, r, seed) for seed in (seeds or DEFAULT_SEEDS) for r in rs for (m, s) in grid]
     if not cells:
         raise ConfigError(
             f"no arena cell is both in methods {ms} and on models {starts}; the grid is "
