@@ -253,15 +253,15 @@ def test_arena_tables_render_in_the_leaderboard_pooled_over_seeds_with_errors(tm
     table.to_csv(path, index=False)
     md = "\n".join(to_markdown({"ocr": read_table(path)}))
     assert (
-        "| dgpo @ toy-4step | 4 | 3 | 0.500 → 0.620 | +0.120 | [+0.070, +0.170] | **significantly better** |"
+        "| dgpo @ toy-4step | 4 | 3 | 0.500 → 0.620 | +0.120 | [+0.057, +0.183] | **significantly better** |"
         in md
     )
     assert (
         "| tdm-r1 @ toy-4step | 4 | 3 | 0.500 → 0.520 | +0.020 | [-0.046, +0.086] | not significant |" in md
     )
-    assert "| tdm-r1 − dgpo @ toy-4step | 3 | -0.100 | [-0.175, -0.025] | **dgpo better** |" in md
+    assert "| tdm-r1 − dgpo @ toy-4step | 3 | -0.100 | [-0.190, -0.010] | **dgpo better** |" in md
     assert (
-        "From toy-4step, **dgpo** is best on toy ocr at equal budget (gain +0.120): +0.100 [+0.025, +0.175] over tdm-r1, 3 seeds."
+        "From toy-4step, **dgpo** is best on toy ocr at equal budget (gain +0.120): +0.100 [+0.010, +0.190] over tdm-r1, 3 seeds."
         in md
     )
     assert "- dgpo @ toy-teacher, seed 0: error: bad sampler" in md

@@ -13,6 +13,8 @@ from tdm_r1.eval.values import metric_value
 from tdm_r1.testing.arena import arena_rows
 
 T_975_2 = 4.302652729911275  # t(0.975, 2 degrees of freedom)
+#: Each row of ``arena_rows`` has a paired CI of +-0.05: the standard error of one seed's gain.
+SE = 0.05 / 1.959963984540054
 
 
 def _table(*cells: list[dict]) -> pd.DataFrame:
@@ -25,6 +27,7 @@ def test_a_gain_is_the_mean_over_seeds_with_a_t_interval_over_the_seeds() -> Non
     sd = math.sqrt((0.02**2 + 0.03**2 + 0.01**2) / 2)
     assert g.mean == pytest.approx(0.02) and g.seeds == (0, 1, 2)
     assert g.per_seed == pytest.approx((0.0, 0.05, 0.01))
+    assert sd / math.sqrt(3) > SE / math.sqrt(3)  # the seeds' spread is above the prompt-noise floor
     assert (g.ci_low, g.ci_high) == pytest.approx(
         (0.02 - T_975_2 * sd / math.sqrt(3), 0.02 + T_975_2 * sd / math.sqrt(3))
     )
@@ -44,7 +47,9 @@ def test_head_to_head_pairs_seeds_and_only_methods_with_the_same_start_and_nfe()
     d = pairs[0][3]
     # per seed: 0.10 - 0.00, 0.12 - 0.05, 0.14 - 0.01 -> mean 0.10, sd 0.03
     assert d.per_seed == pytest.approx((0.10, 0.07, 0.13)) and d.mean == pytest.approx(0.10)
-    assert d.ci_low == pytest.approx(0.10 - T_975_2 * 0.03 / math.sqrt(3))
+    # floor: each seed's difference has se sqrt(SE^2 + SE^2), above the seeds' 0.03 / sqrt 3
+    floor = math.hypot(SE, SE) / math.sqrt(3)
+    assert floor > 0.03 / math.sqrt(3) and d.ci_low == pytest.approx(0.10 - T_975_2 * floor)
     assert st.pair_verdict("dgpo", "tdm-r1", d) == "**dgpo better**"
     assert st.margin(table, "toy-4step", "tdm-r1", "dgpo").mean == pytest.approx(-0.10)
     # seeds only one method has are left out of the pair
@@ -89,3 +94,14 @@ def test_a_metric_on_a_subset_of_cases_is_its_mean_or_its_task_mean() -> None:
     )
     assert metric_value(gen, "overall") == pytest.approx((2 / 3 + 0.0) / 2)  # tasks weigh the same
     assert math.isnan(metric_value(None, "ocr")) and math.isnan(metric_value(plain, "clip"))
+
+
+def test_seeds_that_agree_by_chance_do_not_make_a_zero_width_interval() -> None:
+    """Two seeds with the same gain (discrete metrics do that) have a spread of 0: the interval is then
+    the prompt noise each seed's gain carries, t(0.975, 1) x SE / sqrt 2, not a point."""
+    g = st.gain(_table(arena_rows("dgpo", [0.05, 0.05])), "dgpo", "toy-4step")
+    half = 12.706204736174707 * SE / math.sqrt(2)  # t(0.975, 1 degree of freedom)
+    assert (g.ci_low, g.ci_high) == pytest.approx((0.05 - half, 0.05 + half))
+    assert g.significant is False
+    without_floor = st.pool({0: 0.05, 1: 0.05})
+    assert without_floor.ci_low == without_floor.ci_high == pytest.approx(0.05)  # what the floor prevents

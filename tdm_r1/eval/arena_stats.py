@@ -5,15 +5,20 @@ the paired gain of that checkpoint over its start model on the same prompts and 
 (:mod:`tdm_r1.eval.paired`). Pooled over the seeds of a cell:
 
 - **gain**: the mean of the per-seed gains, with a 95% t-interval over the seeds
-  (``mean +- t(0.975, n-1) * sd / sqrt(n)``). The seed is the unit: each seed's gain already
-  averages over all evaluation prompts, and the spread of the seed gains holds both the
-  between-seed variance of training and the prompt noise of each evaluation; with ``n`` seeds the
-  interval has ``n - 1`` degrees of freedom (3 seeds: t = 4.30), which is what an honest claim
-  about a training method costs.
+  (``mean +- t(0.975, n-1) * s``). The seed is the unit: each seed's gain already averages over
+  all evaluation prompts, and the spread of the seed gains holds both the between-seed variance
+  of training and the prompt noise of each evaluation; with ``n`` seeds the interval has ``n - 1``
+  degrees of freedom (3 seeds: t = 4.30), which is what an honest claim about a training method
+  costs. ``s`` is the standard error over seeds, ``sd / sqrt(n)``, floored at the prompt noise the
+  seeds' gains carry, ``sqrt(mean(se_i^2) / n)`` with ``se_i`` the standard error of seed i's own
+  paired delta (its 95% CI's half-width / 1.96): a few seeds can agree by chance (discrete
+  metrics: two seeds of 192 binary images gave the same gain to the last digit), and a spread of
+  0 between them is no evidence that the prompt noise is 0.
 - **head to head** (A minus B, both from the same start at the same NFE): per seed, gain A minus
   gain B (the start cancels: the mean over the same prompts of A's score minus B's), then the same
   t-interval over the seeds both have (seed ``s`` of both methods saw the same training prompts and
-  initial noises: a paired design).
+  initial noises: a paired design); the floor uses ``se_A^2 + se_B^2`` per seed (conservative: the
+  shared prompts make the two deltas positively correlated).
 - **verdict**: a difference whose CI excludes 0 is a win; otherwise "not separable".
 
 Rows of the version-1 arena (one seed, no checkpoints) read as seed 0 at the last epoch.
@@ -28,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from tdm_r1.eval.aggregate import mean_ci
+from tdm_r1.eval.aggregate import _t_quantile, mean_ci
 
 #: The gain a method must reach for "reward evaluations to reach +0.05".
 REACH = 0.05
@@ -51,11 +56,18 @@ class Pooled:
         return self.ci_low > 0 or self.ci_high < 0
 
 
-def pool(values: dict[int, float]) -> Pooled:
-    """seed -> value, pooled (NaN values are left out)."""
+def pool(values: dict[int, float], ses: dict[int, float] | None = None) -> Pooled:
+    """seed -> value, pooled (NaN values are left out); ``ses``: seed -> the standard error of that
+    seed's value over prompts, the floor of the interval (module docstring)."""
     keep = {s: v for s, v in sorted(values.items()) if not math.isnan(v)}
     st = mean_ci(np.array(list(keep.values()), dtype=np.float64))
-    return Pooled(st.mean, st.ci_low, st.ci_high, tuple(keep), tuple(keep.values()))
+    n = len(keep)
+    if n < 2 or not ses:
+        return Pooled(st.mean, st.ci_low, st.ci_high, tuple(keep), tuple(keep.values()))
+    floor2 = [ses[s] ** 2 for s in keep if s in ses and not math.isnan(ses[s])]
+    se = max(st.std / math.sqrt(n), math.sqrt(sum(floor2) / len(floor2) / n) if floor2 else 0.0)
+    half = _t_quantile(n - 1) * se
+    return Pooled(st.mean, st.mean - half, st.mean + half, tuple(keep), tuple(keep.values()))
 
 
 def normalised(table: pd.DataFrame) -> pd.DataFrame:
@@ -85,18 +97,35 @@ def seed_values(
     return rows.pivot_table(index="seed", columns="reward_evals", values=column, aggfunc="last")
 
 
+def _ses(table: pd.DataFrame, method: str, model: str, column: str, *, final: bool = True) -> pd.DataFrame:
+    """seed x reward_evals -> the standard error of ``column`` (a ``*_delta``) from its row's CI."""
+    pre = column.removesuffix("delta")
+    lo = seed_values(table, method, model, f"{pre}ci_low", final=final)
+    hi = seed_values(table, method, model, f"{pre}ci_high", final=final)
+    return (hi - lo) / (2 * 1.959963984540054)
+
+
 def gain(table: pd.DataFrame, method: str, model: str, column: str = "in_delta") -> Pooled:
     """The cell's gain at the full budget, pooled over its seeds."""
     v = seed_values(table, method, model, column)
     if v.empty:
         return pool({})
-    return pool({int(s): float(x) for s, x in v.iloc[:, -1].items()})
+    se = _ses(table, method, model, column)
+    ses = {int(s): float(x) for s, x in se.iloc[:, -1].items()} if not se.empty else None
+    return pool({int(s): float(x) for s, x in v.iloc[:, -1].items()}, ses)
 
 
 def budget_curve(table: pd.DataFrame, method: str, model: str, column: str = "in_delta") -> dict[int, Pooled]:
     """reward evaluations -> the cell's pooled gain at that checkpoint."""
     v = seed_values(table, method, model, column, final=False)
-    return {int(b): pool({int(s): float(x) for s, x in v[b].items()}) for b in v.columns}
+    se = _ses(table, method, model, column, final=False)
+    return {
+        int(b): pool(
+            {int(s): float(x) for s, x in v[b].items()},
+            {int(s): float(x) for s, x in se[b].items()} if b in se else None,
+        )
+        for b in v.columns
+    }
 
 
 def evals_to_reach(table: pd.DataFrame, method: str, model: str, threshold: float = REACH) -> int | None:
@@ -125,7 +154,12 @@ def head_to_head(table: pd.DataFrame, column: str = "in_delta") -> list[tuple[st
             continue
         ga, gb = a.iloc[:, -1], b.iloc[:, -1]
         common = sorted(set(ga.index) & set(gb.index))
-        out.append((sa, ma, mb, pool({int(s): float(ga[s] - gb[s]) for s in common})))
+        sa_, sb_ = _ses(table, ma, sa, column), _ses(table, mb, sb, column)
+        ses = None
+        if not sa_.empty and not sb_.empty:
+            ea, eb = sa_.iloc[:, -1], sb_.iloc[:, -1]
+            ses = {int(s): math.hypot(float(ea[s]), float(eb[s])) for s in common}
+        out.append((sa, ma, mb, pool({int(s): float(ga[s] - gb[s]) for s in common}, ses)))
     return out
 
 
@@ -144,9 +178,9 @@ def ranking(table: pd.DataFrame, model: str) -> list[tuple[str, Pooled]]:
     return sorted(ranked, key=lambda x: -x[1].mean if not math.isnan(x[1].mean) else math.inf)
 
 
-def margin(table: pd.DataFrame, model: str, a: str, b: str) -> Pooled | None:
+def margin(table: pd.DataFrame, model: str, a: str, b: str, column: str = "in_delta") -> Pooled | None:
     """``a`` minus ``b`` (both from ``model``) at the full budget, pooled over their common seeds."""
-    for m, x, y, p in head_to_head(table):
+    for m, x, y, p in head_to_head(table, column):
         if m == model and (x, y) == (a, b):
             return p
         if m == model and (x, y) == (b, a):

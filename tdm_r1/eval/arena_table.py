@@ -208,7 +208,7 @@ def pair_rows(df: pd.DataFrame) -> list[list[str]]:
     """Head to head: A minus B at the full budget for methods with the same start and NFE."""
     out = []
     for model, a, b, d in st.head_to_head(df):
-        unseen = st.margin(df.assign(in_delta=df["in_unseen_delta"]), model, a, b)
+        unseen = st.margin(df, model, a, b, "in_unseen_delta")
         out.append(
             [
                 f"{a} − {b} @ {model}",
