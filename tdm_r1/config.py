@@ -3,6 +3,13 @@
 Configs are nested stdlib dataclasses. Unknown keys are errors with a did-you-mean suggestion
 (a dead key that is silently accepted is the most common config bug in this field), values are
 coerced to the declared field types, and ``__post_init__`` methods check invariants.
+
+A dataclass may also hold *sections named at run time*: a plug-in (a training method registered
+from outside the package) brings its own options dataclass, and the config that selects it gets a
+section of that type without the config class naming it. Such a dataclass defines
+``config_sections(data) -> {name: options dataclass}`` (a classmethod: the sections a config built
+from the mapping ``data`` has) and stores them in ``self.sections`` (see :func:`sections_of`);
+:func:`from_dict`, :func:`overlay` and :func:`to_dict` treat them like fields.
 """
 
 from __future__ import annotations
@@ -121,11 +128,24 @@ def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def extra_sections(cls: type, data: Mapping[str, Any]) -> dict[str, type]:
+    """The run-time sections (name -> options dataclass) of a ``cls`` built from ``data`` (see the
+    module docstring); none for a plain dataclass."""
+    hook = getattr(cls, "config_sections", None)
+    return dict(hook(data)) if callable(hook) else {}
+
+
+def sections_of(cfg: Any) -> dict[str, Any]:
+    """The run-time sections an instance holds (name -> options instance); empty for a plain one."""
+    return dict(getattr(cfg, "sections", None) or {}) if hasattr(type(cfg), "config_sections") else {}
+
+
 def overlay(cls: type, base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """``update`` on top of ``base``, two config trees of dataclass ``cls``: a nested dataclass
     section (``model:``, ``method:``) merges key by key; any other value, mappings such as
     ``rewards`` included, is replaced whole (a child preset's rewards are not added to its base's)."""
     hints = typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+    hints.update(extra_sections(cls, merge(dict(base), update)) if dataclasses.is_dataclass(cls) else {})
     out = dict(base)
     for key, value in update.items():
         tp = hints.get(key)
@@ -175,20 +195,27 @@ def from_dict(cls: type[C], data: Mapping[str, Any], *, path: str = "") -> C:
         raise ConfigError(f"{path or 'config'} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    extra = extra_sections(cls, data)
     kwargs: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
     for key, value in data.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key in extra:
+            sections[key] = _coerce(extra[key], value, where)
+            continue
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            valid = sorted([*fields, *extra])
+            close = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
-            where = f"{path}.{key}" if path else str(key)
-            raise ConfigError(
-                f"unknown config key {where!r}.{hint} Valid keys here: {', '.join(sorted(fields))}"
-            )
-        kwargs[key] = _coerce(hints[key], value, f"{path}.{key}" if path else key)
+            raise ConfigError(f"unknown config key {where!r}.{hint} Valid keys here: {', '.join(valid)}")
+        kwargs[key] = _coerce(hints[key], value, where)
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"{path or cls.__name__}: {exc}") from exc
+    if extra:
+        obj.sections = {name: sections.get(name) or tp() for name, tp in extra.items()}  # type: ignore[attr-defined]
+    return obj
 
 
 def _quote(value: Any) -> str:
@@ -266,7 +293,8 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
     def conv(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
-            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            out = {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+            return out | {name: conv(sec) for name, sec in sections_of(v).items()}
         if isinstance(v, list | tuple):
             return [conv(x) for x in v]
         if isinstance(v, dict):

@@ -112,21 +112,29 @@ def toy_presets_by_method() -> dict[str, list[str]]:
 
 
 def method_rows() -> list[dict[str, Any]]:
-    """One row per registered training method: reward or not, rollout kind, summary, toy presets."""
+    """One row per registered training method, in registration order (built-ins, then plug-ins):
+    reward or not, rollout kind, its options section, summary, toy presets, where it comes from."""
     from tdm_r1.registry import METHODS
 
     presets = toy_presets_by_method()
     rows = []
-    for e in METHODS.entries():
+    for name in METHODS.names_in_order():
+        e = METHODS.entry(name)
         cls = e.obj
         doc = (cls.__doc__ or "").replace("``", "`").strip().splitlines()
+        section = e.meta.get("section")
         rows.append(
             {
                 "name": e.name,
                 "reward": "yes" if getattr(cls, "uses_reward", True) else "no",
                 "rollout": getattr(cls, "rollout_kind", "ode"),
+                "options": f"method.{section}" if section else "-",
                 "description": doc[0] if doc else "",
-                "toy presets": ", ".join(presets.get(e.name, [])) or "-",
+                "toy presets": ", ".join(
+                    presets.get(e.name, []) or (e.meta.get("toy_recipes") or {}).values()
+                )
+                or "-",
+                "from": "built-in" if e.meta.get("builtin") else cls.__module__,
             }
         )
     return rows

@@ -1,9 +1,13 @@
 """``module:function`` references: prompt generators in benchmark YAML and ``--plugin`` hooks.
 
 A plugin is a module (imported for its registration decorators) or ``module:function`` (the
-function is called with no arguments and registers models, rewards or benchmarks). This is how a
-user's own model preset reaches ``tdmbench eval``, including in every process of a multi-process
-run (the launcher passes the same ``--plugin`` flags on).
+function is called with no arguments and registers models, rewards, benchmarks or training
+methods). This is how a user's own model preset reaches ``tdmbench eval`` and a user's own RL
+method reaches ``tdmbench train`` and ``tdmbench arena``.
+
+``tdmbench --plugin MODULE <command>`` loads a plugin for any command and records it in
+``$TDMBENCH_PLUGINS`` (comma-separated), which every process tdmbench starts (the workers of a
+multi-process run, the arena's cells) inherits and loads in turn (:func:`load_env_plugins`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from typing import Any
 from tdm_r1.errors import ConfigError
 
 log = logging.getLogger(__name__)
+
+#: Plugins every tdmbench process loads (comma-separated ``module`` / ``module:function``).
+ENV = "TDMBENCH_PLUGINS"
 
 
 def resolve_callable(ref: str) -> Callable[..., Any]:
@@ -60,3 +67,18 @@ def load_plugins(refs: Iterable[str]) -> None:
                 importlib.import_module(ref)
             except ImportError as exc:
                 raise ConfigError(f"cannot import plugin module {ref!r}: {exc}") from exc
+
+
+def env_plugins() -> list[str]:
+    """The plugins named in ``$TDMBENCH_PLUGINS``."""
+    return [r.strip() for r in os.environ.get(ENV, "").split(",") if r.strip()]
+
+
+def load_env_plugins(extra: Iterable[str] = ()) -> list[str]:
+    """Load ``$TDMBENCH_PLUGINS`` and ``extra``, and record them all in ``$TDMBENCH_PLUGINS`` so that
+    child processes load the same ones. Returns the list."""
+    refs = list(dict.fromkeys([*env_plugins(), *(r.strip() for r in extra if r.strip())]))
+    if refs:
+        os.environ[ENV] = ",".join(refs)
+        load_plugins(refs)
+    return refs

@@ -161,6 +161,11 @@ class Registry(Generic[T]):
         self._ensure_loaded()
         return sorted(self._entries)
 
+    def names_in_order(self) -> list[str]:
+        """Every registered name in registration order (built-ins first); imports no lazy target."""
+        self._ensure_loaded()
+        return list(self._entries)
+
     def entries(self) -> list[Entry[T]]:
         """Every entry, sorted by name, lazy targets imported."""
         return [self._resolve(n) for n in self.names()]
@@ -258,13 +263,51 @@ def register_benchmark(name: str, *, aliases: tuple[str, ...] | list[str] = (), 
     return BENCHMARKS.register(name, aliases=aliases, **meta)
 
 
-#: Training methods (``tdm_r1.train.methods``), keyed by method name.
-METHODS: Registry[Any] = Registry(
-    "method",
-    builtins=(
-        "tdm_r1.train.methods.tdm_r1",
-        "tdm_r1.train.methods.flow_grpo",
-        "tdm_r1.train.methods.diffusionnft",
-        "tdm_r1.train.methods.dgpo",
-    ),
-)
+#: Training methods, keyed by method name. The built-ins are the catalogue in
+#: ``tdm_r1/train/methods/__init__.py`` (lazy: listing them imports no torch); a plug-in registers
+#: with :func:`register_method`.
+METHODS: Registry[Any] = Registry("method", builtins=("tdm_r1.train.methods",))
+
+
+def register_method(
+    name: str,
+    *,
+    options: type | str | None = None,
+    section: str | None = None,
+    toy_recipes: Mapping[str, str] | None = None,
+    without_reward: str | None = None,
+    aliases: tuple[str, ...] | list[str] = (),
+    **meta: Any,
+):
+    """Decorator registering a training method (a :class:`~tdm_r1.train.methods.base.TrainingMethod`
+    subclass) with what the config layer, the CLI and the arena read without importing it:
+
+    Args:
+        options: the dataclass of the method's options (or ``"module:Class"``): the config gets the
+            section ``method.<section>`` of this type when it selects the method.
+        section: that section's name (e.g. ``"flow_grpo"``); required with ``options``.
+        toy_recipes: start model -> training recipe of the toy world, ``{reward}`` filled in (a
+            shipped recipe name or a YAML path): ``tdmbench train`` picks it when no ``--config``
+            is given, and the arena trains these cells.
+        without_reward: the method a config without rewards trains instead (TDM-R1 -> distill).
+
+    Whether the method takes a reward (``reward`` in the entry) is the class's ``uses_reward``.
+    """
+    if (options is None) != (section is None):
+        raise ConfigError(f"method {name!r}: give options= and section= together")
+
+    def deco(cls: Any) -> Any:
+        METHODS.add(
+            name,
+            cls,
+            aliases=tuple(aliases),
+            options=options,
+            section=section,
+            toy_recipes=dict(toy_recipes or {}),
+            without_reward=without_reward,
+            reward=bool(getattr(cls, "uses_reward", True)),
+            **meta,
+        )
+        return cls
+
+    return deco

@@ -12,13 +12,13 @@ from typer.testing import CliRunner
 from tdm_r1.arena import run as arena_run
 from tdm_r1.arena import worker
 from tdm_r1.arena.grid import (
-    DEFAULT_CELLS,
-    TEACHER_CELLS,
     Cell,
     cell_config,
     cell_hash,
     checkpoint_epochs,
+    default_cells,
     select_cells,
+    teacher_cells,
 )
 from tdm_r1.cli import app
 from tdm_r1.errors import ConfigError
@@ -33,14 +33,15 @@ runner = CliRunner()
 def test_the_default_grid_is_every_method_from_the_student_over_three_seeds_and_subsets_select() -> None:
     cells = select_cells()
     assert len(cells) == 4 * 2 * 3 and {c.reward for c in cells} == {"geneval", "ocr"}
-    assert {(c.method, c.model) for c in cells} == set(DEFAULT_CELLS)
+    assert {(c.method, c.model) for c in cells} == set(default_cells())
+    assert [m for m, _ in default_cells()] == ["tdm-r1", "flow-grpo", "diffusionnft", "dgpo"]
     assert {c.model for c in cells} == {"toy-4step"} and {c.seed for c in cells} == {0, 1, 2}
     sub = select_cells(methods=["dgpo"], rewards=["ocr"], models=["toy-4step", "toy-teacher"], seeds=[3])
     assert [(c.method, c.model, c.reward, c.seed) for c in sub] == [
         ("dgpo", "toy-4step", "ocr", 3),
         ("dgpo", "toy-teacher", "ocr", 3),
     ]
-    assert {(c.method, c.model) for c in select_cells(models=["toy-teacher"])} == set(TEACHER_CELLS)
+    assert {(c.method, c.model) for c in select_cells(models=["toy-teacher"])} == set(teacher_cells())
     with pytest.raises(ConfigError, match="unknown arena method grpo: choose from tdm-r1, flow-grpo"):
         select_cells(methods=["grpo"])
     with pytest.raises(ConfigError, match="no arena cell"):

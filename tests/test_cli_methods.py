@@ -107,11 +107,13 @@ def test_ls_methods_lists_every_method_with_its_rollout_and_toy_presets() -> Non
     assert set(rows) == set(METHODS)
     assert rows["flow-grpo"][1:3] == ["yes", "sde"] and rows["dgpo"][1:3] == ["yes", "ode"]
     assert rows["distill"][1] == "no"
-    assert rows["flow-grpo"][3].startswith("Flow-GRPO")
-    assert "toy-flow-grpo-teacher-geneval" in rows["flow-grpo"][4]
-    assert "toy-flow-grpo" not in rows["dgpo"][4]
-    assert rows["distill"][4] == "toy-distill"
-    assert {"toy-ocr", "toy-geneval", "toy-r1"} <= set(rows["tdm-r1"][4].split(", "))
+    assert rows["flow-grpo"][3] == "method.flow_grpo" and rows["tdm-r1"][3] == "-"
+    assert rows["flow-grpo"][4].startswith("Flow-GRPO")
+    assert "toy-flow-grpo-teacher-geneval" in rows["flow-grpo"][5]
+    assert "toy-flow-grpo" not in rows["dgpo"][5]
+    assert rows["distill"][5] == "toy-distill"
+    assert {"toy-ocr", "toy-geneval", "toy-r1"} <= set(rows["tdm-r1"][5].split(", "))
+    assert [r[6] for r in rows.values()] == ["built-in"] * len(rows)
 
 
 @pytest.mark.parametrize(

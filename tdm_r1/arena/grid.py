@@ -33,23 +33,42 @@ ARENA_VERSION = "2"
 #: The start models of the toy world, and their short names in preset and run names.
 START_MODELS = {"toy-4step": "4step", "toy-teacher": "teacher"}
 REWARDS = ("geneval", "ocr")
-METHOD_ORDER = ("tdm-r1", "flow-grpo", "diffusionnft", "dgpo")
-#: The default grid: every method from the 4-step student, sampled at 4 NFE, so that every pair
-#: of methods is a paired head-to-head comparison (same start, same NFE, same seeds, same prompts).
-DEFAULT_CELLS: tuple[tuple[str, str], ...] = (
-    ("tdm-r1", "toy-4step"),
-    ("flow-grpo", "toy-4step"),
-    ("diffusionnft", "toy-4step"),
-    ("dgpo", "toy-4step"),
-)
-#: Opt-in (``--models toy-teacher``): the multi-step methods at home on the 100-NFE teacher. Their
-#: 10-step CFG rollouts make them the longest cells; they are outside the default grid's time.
-TEACHER_CELLS: tuple[tuple[str, str], ...] = (
-    ("flow-grpo", "toy-teacher"),
-    ("diffusionnft", "toy-teacher"),
-    ("dgpo", "toy-teacher"),
-)
-ALL_CELLS = DEFAULT_CELLS + TEACHER_CELLS
+
+
+def method_order() -> tuple[str, ...]:
+    """The arena's methods in registration order (built-ins first): every registered method with a
+    toy recipe and a reward (the registry's ``toy_recipes``; a plug-in's too)."""
+    from tdm_r1.registry import METHODS
+
+    return tuple(
+        n
+        for n in METHODS.names_in_order()
+        if METHODS.meta(n).get("toy_recipes") and METHODS.meta(n).get("reward", True)
+    )
+
+
+def _recipes(method: str) -> dict[str, str]:
+    from tdm_r1.registry import METHODS
+
+    return dict(METHODS.meta(method).get("toy_recipes") or {})
+
+
+def default_cells() -> tuple[tuple[str, str], ...]:
+    """The default grid: every method from the 4-step student, sampled at 4 NFE, so that every pair
+    of methods is a paired head-to-head comparison (same start, same NFE, same seeds, same prompts)."""
+    return tuple((m, "toy-4step") for m in method_order() if "toy-4step" in _recipes(m))
+
+
+def teacher_cells() -> tuple[tuple[str, str], ...]:
+    """Opt-in (``--models toy-teacher``): the multi-step methods at home on the 100-NFE teacher. Their
+    10-step CFG rollouts make them the longest cells; they are outside the default grid's time."""
+    return tuple((m, "toy-teacher") for m in method_order() if "toy-teacher" in _recipes(m))
+
+
+def all_cells() -> tuple[tuple[str, str], ...]:
+    return default_cells() + teacher_cells()
+
+
 #: Training seeds of every cell: between-seed variance enters every CI of the table.
 DEFAULT_SEEDS: tuple[int, ...] = (0, 1, 2)
 #: Fractions of the budget at which a cell's EMA generator is evaluated (the budget curve).
@@ -88,10 +107,12 @@ class Cell:
 
     @property
     def preset(self) -> str:
-        """The shipped training preset of this cell."""
-        if self.method == "tdm-r1" and self.model == "toy-4step":
-            return f"toy-{self.reward}"
-        return f"toy-{self.method}-{START_MODELS[self.model]}-{self.reward}"
+        """The training recipe of this cell: the method's toy recipe for the start model (its
+        registry entry's ``toy_recipes``, e.g. ``toy-dgpo-4step-{reward}``) with the reward."""
+        recipe = _recipes(self.method).get(self.model)
+        if recipe is None:
+            raise ConfigError(f"method {self.method!r} has no toy recipe for start model {self.model!r}")
+        return recipe.format(reward=self.reward)
 
     @property
     def run_name(self) -> str:
@@ -120,18 +141,18 @@ def select_cells(
 ) -> list[Cell]:
     """The grid's cells, optionally restricted to some methods / rewards, on some start models
     (default the 4-step student; ``toy-teacher`` adds the teacher cells), for every seed."""
-    ms = _pick(methods, METHOD_ORDER, "method")
+    ms = _pick(methods, method_order(), "method")
     rs = _pick(rewards, REWARDS, "reward")
     starts = _pick(models or ["toy-4step"], tuple(START_MODELS), "model")
     if seeds is not None and (not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds)):
         raise ConfigError(f"arena seeds must be distinct integers >= 0, got {seeds}")
-    grid = [(m, s) for (m, s) in ALL_CELLS if m in ms and s in starts]
+    grid = [(m, s) for (m, s) in all_cells() if m in ms and s in starts]
     # seed by seed: a grid stopped part-way has every method at the seeds it reached (head to head)
     cells = [Cell(m, s, r, seed) for seed in (seeds or DEFAULT_SEEDS) for r in rs for (m, s) in grid]
     if not cells:
         raise ConfigError(
             f"no arena cell is both in methods {ms} and on models {starts}; the grid is "
-            + ", ".join(f"{m} @ {s}" for m, s in ALL_CELLS)
+            + ", ".join(f"{m} @ {s}" for m, s in all_cells())
         )
     return cells
 

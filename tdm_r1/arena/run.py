@@ -23,11 +23,11 @@ from typing import Any
 import pandas as pd
 
 from tdm_r1.arena.grid import (
-    ALL_CELLS,
     ARENA_VERSION,
     SUITE_TASK,
     SUITES,
     Cell,
+    all_cells,
     cell_config,
     cell_hash,
 )
@@ -269,7 +269,7 @@ def upsert(table: pd.DataFrame, rows: list[dict[str, Any]]) -> pd.DataFrame:
     keep = table[~_same_cell(table, first["method"], first["model"], int(first["seed"]))]
     new = pd.DataFrame([{c: r.get(c, math.nan) for c in COLUMNS} for r in rows])
     out = pd.concat([keep, new], ignore_index=True) if len(keep) else new
-    order = {cell: i for i, cell in enumerate(ALL_CELLS)}
+    order = {cell: i for i, cell in enumerate(all_cells())}
     out["_o"] = [order.get((m, s), len(order)) for m, s in zip(out["method"], out["model"], strict=True)]
     out["_s"] = pd.to_numeric(out["seed"], errors="coerce").fillna(0)
     out["_e"] = pd.to_numeric(out["epoch"], errors="coerce").fillna(0)

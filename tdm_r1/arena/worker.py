@@ -137,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     names = {int(e): n for e, n in (item.split("=", 1) for item in args.name)}
     try:
+        from tdm_r1.plugins import load_env_plugins
+
+        load_env_plugins()  # a plug-in method's cell: the parent's --plugin, through the environment
         run(args.config, names, args.suite, args.results, args.batch_size)
     except Exception as exc:
         if args.debug:

@@ -17,7 +17,9 @@ def arena_cmd(
     methods: Annotated[
         list[str] | None,
         typer.Option(
-            "--methods", help="Methods to run (repeat; default all: tdm-r1 flow-grpo diffusionnft dgpo)."
+            "--methods",
+            help="Methods to run (repeat; default: every registered method with a toy recipe, "
+            "`tdmbench ls methods`).",
         ),
     ] = None,
     rewards: Annotated[

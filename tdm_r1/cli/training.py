@@ -112,33 +112,26 @@ def _run_flags(
     return {"name": name, "max_minutes": max_minutes, "max_epochs": max_epochs, "model.device": device}
 
 
-#: Toy models with shipped method presets: ``toy-<method>-<tag>-<reward>``.
-_TOY_TAGS = {"toy-4step": "4step", "toy-teacher": "teacher"}
-
-
 def _default_train_config(model: str | None, rewards: list[str], method: str = "tdm-r1") -> str | None:
-    """The shipped preset a toy run starts from when no ``--config`` is given, else None.
+    """The recipe a toy run starts from when no ``--config`` is given, else None.
 
-    On a toy model (``toy-4step``, the default, or ``toy-teacher``) with one reward: the method's
-    arena preset ``toy-<method>-<4step|teacher>-<reward>`` when it exists; on ``toy-4step`` otherwise
-    ``toy-<reward>`` (TDM-R1's own toy preset), else ``toy-r1`` (``--method`` still sets the method).
+    With one reward: the method's toy recipe for the start model (its registry entry's
+    ``toy_recipes``, e.g. ``toy-dgpo-4step-{reward}``) when that recipe exists; on ``toy-4step``
+    otherwise ``toy-r1`` (TDM-R1's toy recipe; ``--method`` still sets the method).
     """
+    from tdm_r1.registry import METHODS
     from tdm_r1.rewards.base import parse_reward_specs
     from tdm_r1.train.config import PRESETS_DIR
 
-    tag = _TOY_TAGS.get(model or "toy-4step")
-    if tag is None:
-        return None
+    start = model or "toy-4step"
     names = list(parse_reward_specs(rewards)) if rewards else []
-    if len(names) == 1 and method != "tdm-r1":
-        preset = f"toy-{method}-{tag}-{names[0]}"
-        if (PRESETS_DIR / f"{preset}.yaml").is_file():
-            return preset
-    if tag != "4step":
-        return None
-    if len(names) == 1 and (PRESETS_DIR / f"toy-{names[0]}.yaml").is_file():
-        return f"toy-{names[0]}"
-    return "toy-r1"
+    for m in dict.fromkeys([method, "tdm-r1"]):
+        recipe = (METHODS.meta(m).get("toy_recipes") or {}).get(start) if m in METHODS else None
+        if recipe and len(names) == 1:
+            name = recipe.format(reward=names[0])
+            if (PRESETS_DIR / f"{name}.yaml").is_file() or Path(name).is_file():
+                return name
+    return "toy-r1" if start == "toy-4step" else None
 
 
 def _method_name(method: str | None) -> str | None:
@@ -176,8 +169,8 @@ def train_cmd(
         str | None,
         typer.Option(
             "--method",
-            help="Training method (`tdmbench ls methods`): tdm-r1 (default, or the config's), flow-grpo, "
-            "diffusionnft, dgpo.",
+            help="Training method (default tdm-r1, or the config's): any of `tdmbench ls methods`, a "
+            "plug-in's too (`tdmbench --plugin MODULE train ...`).",
         ),
     ] = None,
     set_: SetOpt = None,  # type: ignore[assignment]
@@ -210,7 +203,8 @@ def train_cmd(
     if not config:
         config = _default_train_config(model, reward or [], method or "tdm-r1")
         if config:
-            typer.echo(f"config: presets/{config}.yaml (the default for this model, method and reward)")
+            shown = config if Path(config).is_file() else f"presets/{config}.yaml"
+            typer.echo(f"config: {shown} (the default for this model, method and reward)")
     if config and method:
         flags.update(_own_run_name(config, method, name))
     run_training(ctx, config, set_ or [], flags, num_processes=num_processes, dry_run=dry_run)

@@ -71,73 +71,19 @@ class RolloutConfig:
     async_rewards: bool = True
 
 
-@dataclass
-class FlowGrpoOptions:
-    """``method.name=flow-grpo`` (arXiv:2505.05470; defaults: flow_grpo's SD3.5-M GenEval/OCR recipe)."""
-
-    #: SDE rollout steps ("denoising reduction": 10 on a 40-step model); None = the model's steps.
-    #: The exported model keeps the model's own inference steps.
-    rollout_steps: int | None = None
-    #: The SDE: "flow" (Flow-GRPO's, a = noise_level) or "cps" (Flow-GRPO-Fast's).
-    sde: str = "flow"
-    noise_level: float = 0.7
-    #: Clip of the per-element-mean likelihood ratio (1e-4; 1e-5 with CPS / Fast).
-    clip_range: float = 1e-4
-    #: KL to the starting model (0.04 GenEval/OCR, 0.01 PickScore; 0 in the Fast presets).
-    beta_kl: float = 0.04
-    #: Full Flow-GRPO trains the first int(rollout_steps * timestep_fraction) steps (9 of 10).
-    timestep_fraction: float = 0.99
-    #: Flow-GRPO-Fast: SDE (and training) on this many consecutive steps, the rest ODE (0 = full).
-    sde_window: int = 0
-    #: Fast: the window lies in steps [lo, hi) (None = all rollout steps).
-    sde_window_range: list[int] | None = None
-    #: CFG scale in rollout and training (the guided step is the policy); None = the model's.
-    guidance: float | None = None
-
-
-@dataclass
-class DiffusionNftOptions:
-    """``method.name=diffusionnft`` (arXiv:2509.16117; defaults: the public SD3.5-M GenEval recipe)."""
-
-    #: ODE rollout steps of the "old" sampling policy (10 in the public recipe); None = the model's.
-    rollout_steps: int | None = None
-    #: NFT's trust-region beta (1.0 GenEval; 0.1 OCR).
-    beta: float = 1.0
-    #: KL to the starting model (train.beta = 1e-4).
-    kl_beta: float = 1e-4
-    #: Old-policy soft-update schedule after each epoch: 1 (default) or 2 (OCR).
-    decay_type: int = 1
-    #: Each sample trains on int(K * timestep_fraction) of the rollout grid's sigmas (9 of 10).
-    timestep_fraction: float = 0.99
-
-
-@dataclass
-class DgpoOptions:
-    """``method.name=dgpo`` (arXiv:2510.08425; defaults: Mode 1, the public SD3.5-M OCR recipe)."""
-
-    #: ODE rollout steps (10 in the public recipe); None = the model's.
-    rollout_steps: int | None = None
-    beta_dpo: float = 100.0
-    clip_range: float = 1e-2
-    #: KL to the starting model (train.beta 0.02).
-    kl_beta: float = 0.02
-    #: Rollout CFG (4.5 Mode 1; 1 Mode 2); None = the model's. The policy trains its conditional velocity.
-    guidance: float | None = None
-    #: The reference's CFG (kl_cfg: 1 Mode 1, 4.5 Mode 2a).
-    ref_guidance: float = 1.0
-    #: The fast EMA ("old") copy is also the DGPO reference (Mode 2b).
-    use_ema_ref: bool = False
-    #: M distinct rollout-grid indices per epoch, drawn from 0..trunc_steps (high-noise end).
-    num_train_timesteps: int = 4
-    trunc_steps: int = 6
-    #: After this many generator updates the fast EMA samples the rollouts (200; GenEval 500).
-    switch_ema_ref: int = 200
-
-
-@dataclass
+@dataclass(eq=False)
 class MethodConfig:
-    #: Training method (``tdm_r1.registry.METHODS``: tdm-r1, distill, flow-grpo, diffusionnft, dgpo);
-    #: "tdm-r1" without rewards is "distill". The fields below up to ``distill_cfg_weight`` are TDM-R1's;
+    """The ``method:`` section: the method's name, TDM-R1's options and the options shared by all
+    methods, and one sub-section per method that brings its own options (``method.flow_grpo``,
+    ``method.dgpo``, a plug-in's): the options dataclass its registry entry names.
+
+    A config records the sections of every method shipped with tdmbench (so a config's identity does
+    not depend on which plug-ins a process loaded) and that of its own method (see
+    :func:`method_sections`); ``cfg.method.<section>`` reads one.
+    """
+
+    #: Training method (``tdmbench ls methods``; ``tdm_r1.registry.METHODS``); "tdm-r1" without
+    #: rewards is "distill". The fields below up to ``distill_cfg_weight`` are TDM-R1's;
     #: ``adv_std``, ``adv_clip``, ``micro_batch``, ``shift`` and ``min_step`` are shared by all methods.
     name: str = "tdm-r1"
     #: Boundaries drawn per micro-batch (TDM-R1's num_train_timesteps).
@@ -188,9 +134,26 @@ class MethodConfig:
     diagnostics_every: int = 0
     #: Noise queries averaged per sample in the surrogate-ranking instrument (``sur_*_q``).
     diagnostics_queries: int = 4
-    flow_grpo: FlowGrpoOptions = field(default_factory=FlowGrpoOptions)
-    diffusionnft: DiffusionNftOptions = field(default_factory=DiffusionNftOptions)
-    dgpo: DgpoOptions = field(default_factory=DgpoOptions)
+
+    @classmethod
+    def config_sections(cls, data: Any) -> dict[str, type]:
+        """The options sections of a ``method:`` mapping (``tdm_r1.config`` calls this)."""
+        return method_sections(str(data.get("name", "tdm-r1")) if isinstance(data, dict) else "tdm-r1")
+
+    def __post_init__(self) -> None:
+        # the defaults; ``tdm_r1.config.from_dict`` replaces them with the parsed sections
+        self.sections: dict[str, Any] = {n: tp() for n, tp in method_sections(self.name).items()}
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections") or {}
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"method config has no option or section {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        from tdm_r1.config import to_dict
+
+        return isinstance(other, MethodConfig) and to_dict(self) == to_dict(other)
 
 
 @dataclass
@@ -306,9 +269,14 @@ class TrainConfig:
 
     @property
     def method_name(self) -> str:
-        """The registered method this config trains ("tdm-r1" without rewards is "distill")."""
+        """The registered method this config trains: a method's ``without_reward`` entry when the
+        config has no reward ("tdm-r1" without rewards is "distill")."""
+        from tdm_r1.registry import METHODS
+
         name = self.method.name
-        return "distill" if name == "tdm-r1" and not self.rewards else name
+        if not self.rewards and name in METHODS:
+            return METHODS.meta(name).get("without_reward") or name
+        return name
 
     @property
     def samples_per_epoch(self) -> int:
@@ -326,19 +294,40 @@ class TrainConfig:
         return Path(self.output_dir) if self.output_dir else runs_dir() / self.name
 
 
-#: Methods trained without a reward; every other method needs one.
-REWARD_FREE_METHODS = ("distill",)
+def method_sections(selected: str) -> dict[str, type]:
+    """Options sections (name -> dataclass) of a ``method:`` section that selects ``selected``: those
+    of the built-in methods, always, and the selected method's (a plug-in's, registered with
+    ``options=`` and ``section=``). Imports the options classes only: no torch."""
+    from tdm_r1.registry import METHODS, load_target
+
+    chosen = METHODS.canonical(selected) if selected in METHODS else None
+    out: dict[str, type] = {}
+    for name in METHODS.names_in_order():
+        meta = METHODS.meta(name)
+        if meta.get("section") and (meta.get("builtin") or name == chosen):
+            opts = meta["options"]
+            out[meta["section"]] = (
+                load_target(opts, f"options of method {name!r}") if isinstance(opts, str) else opts
+            )
+    return out
 
 
 def check_method_name(cfg: TrainConfig) -> None:
-    """A reward method without a reward, or distillation with one, fails here (before any model)."""
+    """A reward method without a reward, or a reward-free method with one, fails here (before any
+    model); whether a method takes a reward is its registry entry's ``reward``."""
+    from tdm_r1.registry import METHODS
+
     name = cfg.method.name
-    if name in REWARD_FREE_METHODS and cfg.rewards:
+    if name not in METHODS:
+        return  # the registry's did-you-mean error comes with the first lookup (dry run, trainer)
+    meta = METHODS.meta(name)
+    if not meta.get("reward", True) and cfg.rewards:
+        reward_methods = [n for n in METHODS.names_in_order() if METHODS.meta(n).get("reward", True)]
         raise ConfigError(
             f"method.name={name} trains without a reward but rewards={cfg.rewards}: drop the rewards "
-            "(rewards: {}) or choose a reward method (tdm-r1, flow-grpo, diffusionnft, dgpo)"
+            f"(rewards: {{}}) or choose a reward method ({', '.join(reward_methods)})"
         )
-    if name not in REWARD_FREE_METHODS and name != "tdm-r1" and not cfg.rewards:
+    if meta.get("reward", True) and not meta.get("without_reward") and not cfg.rewards:
         raise ConfigError(
             f"method.name={name} is an RL method and needs a reward, but rewards is empty: "
             "give --reward NAME (or rewards: {NAME: 1.0}); distillation is method.name=distill"

@@ -222,11 +222,11 @@ class Trainer:
         log.info("resumed from %s at epoch %d", last, self.epoch)
 
     # ----------------------------------------------------------------------- streams (the Loop)
-    def seed(self, stream: Stream, *keys: int) -> int:
+    def seed(self, stream: Stream | str, *keys: int) -> int:
         """The seed of a draw of ``stream`` in the current epoch, keyed by ``keys``."""
         return derive_seed(self.cfg.seed, stream, self.epoch, *keys)
 
-    def row_seeds(self, stream: Stream, keys: tuple[int, ...], rows: list[int]) -> list[int]:
+    def row_seeds(self, stream: Stream | str, keys: tuple[int, ...], rows: list[int]) -> list[int]:
         """One seed per row (global sample or group index) of a draw of ``stream``."""
         return [self.seed(stream, *keys, r) for r in rows]
 

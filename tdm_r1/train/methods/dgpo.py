@@ -20,7 +20,6 @@ import torch
 from tdm_r1.errors import ConfigError
 from tdm_r1.flow import noised
 from tdm_r1.method.dgpo import denoising_errors, dgpo_loss, ema_ref_decay, train_step_indices
-from tdm_r1.registry import METHODS
 from tdm_r1.seeds import Stream, rows_randn
 from tdm_r1.train.methods import common
 from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod, record
@@ -30,7 +29,6 @@ from tdm_r1.train.rollout import Rollout, guided_velocity
 NAME = "dgpo"
 
 
-@METHODS.register(NAME)
 class Dgpo(TrainingMethod):
     """Direct DGPO on the generator role."""
 

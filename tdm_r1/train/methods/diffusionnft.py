@@ -19,7 +19,6 @@ import torch
 from tdm_r1.errors import ConfigError
 from tdm_r1.flow import noised
 from tdm_r1.method.diffusionnft import diffusionnft_loss, old_policy_decay, optimality_probability
-from tdm_r1.registry import METHODS
 from tdm_r1.seeds import Stream, generator, rows_randn
 from tdm_r1.train.methods import common
 from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod, record
@@ -28,7 +27,6 @@ from tdm_r1.train.methods.common import OLD
 NAME = "diffusionnft"
 
 
-@METHODS.register(NAME)
 class DiffusionNft(TrainingMethod):
     """DiffusionNFT on the generator role, sampled by its lagging ``old`` copy."""
 

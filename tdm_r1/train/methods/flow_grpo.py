@@ -24,7 +24,6 @@ from tdm_r1.errors import ConfigError
 from tdm_r1.method.flow_grpo import flow_grpo_loss
 from tdm_r1.method.flow_grpo import train_steps as grpo_train_steps
 from tdm_r1.method.sde import SDE_KINDS, kl_scale, step_log_prob
-from tdm_r1.registry import METHODS
 from tdm_r1.seeds import Stream
 from tdm_r1.train.methods import common
 from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod, record
@@ -37,7 +36,6 @@ def _window_range(o: Any, steps: int) -> tuple[int, int]:
     return (o.sde_window_range[0], o.sde_window_range[1]) if o.sde_window_range else (0, steps)
 
 
-@METHODS.register(NAME)
 class FlowGrpo(TrainingMethod):
     """Flow-GRPO (and Flow-GRPO-Fast with ``sde_window > 0``) on the generator role."""
 

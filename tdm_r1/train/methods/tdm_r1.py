@@ -20,7 +20,6 @@ from tdm_r1.flow import euler_step, x0_from_v
 from tdm_r1.method.dgpo import denoising_errors
 from tdm_r1.method.losses import fake_score_loss, generator_loss, group_preference_sums, surrogate_loss
 from tdm_r1.method.noise import renoise, sample_sigma_above, surrogate_velocity_target
-from tdm_r1.registry import METHODS
 from tdm_r1.seeds import Stream, generator, rows_rand, rows_randn
 from tdm_r1.train.diagnostics import Diagnostics
 from tdm_r1.train.methods import common
@@ -30,7 +29,6 @@ from tdm_r1.train.rollout import Rollout, guided_velocity
 FAKE, SUR, OLD, REF = "fake", "surrogate", "surrogate_old", "reference"
 
 
-@METHODS.register("tdm-r1")
 class TdmR1(TrainingMethod):
     """TDM-R1: surrogate reward learning + generator learning along the deterministic trajectory."""
 
@@ -314,7 +312,6 @@ class TdmR1(TrainingMethod):
             common.soft_update(self.loop, REF, SUR, m.reference_ema_decay)
 
 
-@METHODS.register("distill")
 class Distill(TdmR1):
     """TDM distillation: the same updates without a reward (no surrogate): reverse KL + CFG reward."""
 
