@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import shlex
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,7 @@ COMMANDS = shown_commands()
 
 
 def test_the_docs_show_the_main_commands() -> None:
-    verbs = {shlex.split(cmd)[1] for _, cmd in COMMANDS}
+    verbs = {_split_global(shlex.split(cmd)[1:])[1][0] for _, cmd in COMMANDS}
     assert {"train", "distill", "eval", "score", "generate", "leaderboard", "report", "ls"} <= verbs
     assert len(COMMANDS) >= 20
 
@@ -63,13 +64,13 @@ def test_the_docs_show_the_main_commands() -> None:
 def _expand(cmd: str) -> list[list[str]]:
     """``ls rewards|models|...`` stands for one command per kind."""
     args = shlex.split(cmd)[1:]
-    if args[0] == "ls" and "|" in args[1]:
+    if args[0] == "ls" and len(args) > 1 and "|" in args[1]:
         return [["ls", kind] for kind in args[1].split("|")]
     return [args]
 
 
 @pytest.fixture
-def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> Path:
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) -> Iterator[Path]:
     """A working folder with what the examples point at: ./my_images, ./images, prompts files, a label database,
     the committed results (for leaderboard / report); runs and results stay inside it."""
     monkeypatch.chdir(tmp_path)
@@ -88,10 +89,27 @@ def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_data: Path) 
 
     LabelDB(tmp_path / "likes.sqlite").close()  # `train --labels likes.sqlite`: a label database
     shutil.copytree(REPO / "results", tmp_path / "results", ignore=shutil.ignore_patterns("report", "plots"))
-    return tmp_path
+    shutil.copytree(REPO / "examples", tmp_path / "examples")  # docs/extending.md's plug-ins
+    from tdm_r1.testing.plugins import isolated_plugins
+
+    with isolated_plugins():  # a `--plugin` command registers names: not for the next test
+        yield tmp_path
+
+
+def _split_global(args: list[str]) -> tuple[list[str], list[str]]:
+    """``tdmbench --plugin X -v train ...`` -> (``["--plugin", "X", "-v"]``, ``["train", ...]``)."""
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        i += 2 if args[i] == "--plugin" else 1
+    return args[:i], args[i:]
 
 
 def _adapt(args: list[str], tmp: Path) -> list[str]:
+    head, args = _split_global(args)
+    return head + _adapt_command(args, tmp)
+
+
+def _adapt_command(args: list[str], tmp: Path) -> list[str]:
     verb = args[0]
     if verb in ("train", "distill", "arena"):
         return args if "--dry-run" in args else [*args, "--dry-run"]
@@ -110,7 +128,7 @@ def _params() -> list:
     for where, cmd in COMMANDS:
         if "[--" in cmd:  # a synopsis, checked by test_synopsis_options_exist
             continue
-        if shlex.split(cmd)[1] == "label":  # serves a web page until stopped: tests/test_label_*.py run it
+        if _split_global(shlex.split(cmd)[1:])[1][0] == "label":  # serves a web page until stopped: tests/test_label_*.py run it
             continue
         for args in _expand(cmd):
             marks = [pytest.mark.slow] if any(s in " ".join(args) for s in SLOW) else []
@@ -122,7 +140,7 @@ def _params() -> list:
 def test_shown_command_runs_or_stops_at_its_weights(args: list[str], sandbox: Path) -> None:
     result = CliRunner().invoke(app, _adapt(args, sandbox))
     if result.exit_code == 0:
-        if args[0] in ("train", "distill"):
+        if _split_global(args)[1][0] in ("train", "distill"):
             assert "config OK" in result.output
         return
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output

@@ -23,14 +23,12 @@ PLUGINS = REPO / "examples" / "plugins"
 def rwr(monkeypatch):
     """The example plug-in, imported as ``--plugin rwr_method`` would; unregistered afterwards."""
     from tdm_r1.plugins import load_plugins
-    from tdm_r1.registry import METHODS
+    from tdm_r1.testing.plugins import isolated_plugins
 
-    monkeypatch.syspath_prepend(str(PLUGINS))
-    monkeypatch.delenv("TDMBENCH_PLUGINS", raising=False)
-    load_plugins(["rwr_method"])
-    yield sys.modules["rwr_method"]
-    METHODS.remove("rwr")
-    sys.modules.pop("rwr_method", None)
+    with isolated_plugins():
+        sys.path.insert(0, str(PLUGINS))
+        load_plugins(["rwr_method"])
+        yield sys.modules["rwr_method"]
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
