@@ -30,14 +30,14 @@ engine's package versions, model files (names and sha256) and detection settings
 English models (``backend=paddleocr``); the default ``rapidocr`` backend runs other PP-OCR models.
 
 The ``rapidocr`` backend detects text at the image's own size up to 960 px (PaddleOCR 2.x's
-detection size rule, :data:`tdm_r1.ocr_engines.RAPIDOCR_DET_DEFAULTS`), not RapidOCR's default
+detection size rule, :data:`tdm_r1.rewards.ocr_engines.RAPIDOCR_DET_DEFAULTS`), not RapidOCR's default
 upscaling to a 736-px shorter side: about 20x faster on 64-px toy images. Clean renders read the
 same; on generated toy images a quarter of the reads differ either way (no detection size short of
 736 keeps them all) with the same mean score within noise, see results/perf/ocr.md. The old rule
 stays available: ``det_limit_side_len=736, det_limit_type=min``.
 
 Images are read in parallel by a pool of ``workers`` processes (forkserver, or spawn where
-forkserver is missing), each building its own engine once (:mod:`tdm_r1.ocr_engines`). As with any
+forkserver is missing), each building its own engine once (:mod:`tdm_r1.rewards.ocr_engines`). As with any
 spawned pool, a script that calls the reward with ``workers > 1`` must guard its entry point with
 ``if __name__ == "__main__":``.
 """
@@ -62,7 +62,9 @@ from rapidfuzz.distance import Levenshtein
 
 from tdm_r1.errors import ConfigError, TdmError
 from tdm_r1.images import to_uint8_nhwc
-from tdm_r1.ocr_engines import (
+from tdm_r1.registry import register_reward
+from tdm_r1.rewards.base import NAN_REASON, Reward, RewardOutput
+from tdm_r1.rewards.ocr_engines import (
     OCR_BACKENDS,
     RAPIDOCR_DET_DEFAULTS,
     Line,
@@ -75,8 +77,6 @@ from tdm_r1.ocr_engines import (
     parse_paddle_result,
     read_image,
 )
-from tdm_r1.registry import register_reward
-from tdm_r1.rewards.base import NAN_REASON, Reward, RewardOutput
 
 log = logging.getLogger(__name__)
 
@@ -282,7 +282,7 @@ class OcrReward(Reward):
 
     def version_suffix(self) -> str:
         """``-<backend>-<engine version>-<digest of the engine identity>``: the engine's models
-        and settings (see :func:`~tdm_r1.ocr_engines.engine_identity`) are part of the version."""
+        and settings (see :func:`~tdm_r1.rewards.ocr_engines.engine_identity`) are part of the version."""
         return f"-{self.backend}-{self.engine_identity.get('version', 'unknown')}-{self._engine_digest}"
 
     def describe(self) -> dict[str, Any]:

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from tdm_r1.arena import run as arena_run
-from tdm_r1.arena import worker
-from tdm_r1.arena.grid import (
+from tdm_r1.apps.arena import run as arena_run
+from tdm_r1.apps.arena import worker
+from tdm_r1.apps.arena.grid import (
     Cell,
     cell_config,
     cell_hash,
@@ -175,7 +175,7 @@ class _FakeProcess:
     started: list[str] = []
 
     def __init__(self, cell: Cell, cfg, results, **kw) -> None:  # noqa: ANN001, ANN003
-        from tdm_r1.models.base import save_preset_file
+        from tdm_r1.models.preset import save_preset_file
         from tdm_r1.registry import MODELS
 
         self.cell, self.cfg, self.digest = cell, cfg, ""
@@ -361,7 +361,7 @@ def test_the_report_page_shows_the_arena_tables_and_figures(tmp_path: Path) -> N
 
 def test_the_start_is_the_start_weights_sampled_as_the_trained_model_samples(tmp_path: Path) -> None:
     """DiffusionNFT exports a CFG-free sampler of the CFG teacher: its start is the teacher without CFG."""
-    from tdm_r1.models.base import save_preset_file
+    from tdm_r1.models.preset import save_preset_file
     from tdm_r1.registry import MODELS
 
     teacher = MODELS.get("toy-teacher")

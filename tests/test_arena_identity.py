@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tdm_r1.arena.grid import ARENA_VERSION, Cell, cell_config, cell_hash
-from tdm_r1.arena.run import suite_versions
+from tdm_r1.apps.arena.grid import ARENA_VERSION, Cell, cell_config, cell_hash
+from tdm_r1.apps.arena.run import suite_versions
 from tdm_r1.eval.arena_table import read_tables
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"

@@ -40,7 +40,7 @@ def _resolved(monkeypatch: pytest.MonkeyPatch, args: list[str]):
 def test_a_method_on_a_toy_model_starts_from_its_arena_preset(monkeypatch: pytest.MonkeyPatch, runs) -> None:
     args = ["--method", "flow-grpo", "--reward", "geneval", "--model", "toy-teacher"]
     out, cfg = _resolved(monkeypatch, args)
-    assert "config: presets/toy-flow-grpo-teacher-geneval.yaml" in out
+    assert "config: recipes/toy-flow-grpo-teacher-geneval.yaml" in out
     assert "config OK (toy-teacher-flow-grpo-geneval, method flow-grpo)" in out
     assert to_dict(cfg) == to_dict(load_train_config("toy-flow-grpo-teacher-geneval"))
     assert cfg.method.flow_grpo.rollout_steps == 10 and cfg.model.name == "toy-teacher"

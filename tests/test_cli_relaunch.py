@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from tdm_r1.cli import app
 from tdm_r1.config import dump_yaml
-from tdm_r1.train.config import PRESETS_DIR, load_train_config
+from tdm_r1.train.config import RECIPES_DIR, load_train_config
 
 runner = CliRunner()
 TESTS = Path(__file__).resolve().parent
@@ -117,7 +117,7 @@ def test_a_changed_config_is_refused_before_any_process_starts(
     assert len(launched) == 2 and load_train_config(run / "config.yaml").max_epochs == 200
 
 
-@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+@pytest.mark.parametrize("preset", sorted(p.stem for p in RECIPES_DIR.glob("*.yaml")))
 def test_a_written_config_yaml_gives_back_the_same_config(preset: str, tmp_path: Path) -> None:
     cfg = load_train_config(preset)
     dump_yaml(cfg, tmp_path / "config.yaml")
@@ -127,7 +127,7 @@ def test_a_written_config_yaml_gives_back_the_same_config(preset: str, tmp_path:
 @pytest.mark.slow
 def test_a_two_process_cli_training_run(tiny_folder: Path, tmp_path: Path) -> None:
     """The real thing: `tdmbench train --num-processes 2` on the tiny pipeline (gloo, 2 CPU processes)."""
-    from tdm_r1.models.base import ModelPreset, save_preset_file
+    from tdm_r1.models.preset import ModelPreset, save_preset_file
 
     model = save_preset_file(
         ModelPreset(

@@ -96,7 +96,7 @@ TOY_LORA = REPO / "tdm_r1" / "toyworld" / "weights" / "toy-4step"
 
 
 def _no_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tdm_r1.models.base import ModelPreset
+    from tdm_r1.models.preset import ModelPreset
 
     def no_load(*a: object, **k: object) -> None:
         raise AssertionError("the model was loaded before its LoRA files were checked")
@@ -146,7 +146,7 @@ def test_a_run_with_a_corrupt_lora_is_one_line_in_eval(
 ) -> None:
     import dataclasses
 
-    from tdm_r1.models.base import save_preset_file
+    from tdm_r1.models.preset import save_preset_file
     from tdm_r1.registry import MODELS
 
     _no_load(monkeypatch)

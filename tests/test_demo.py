@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tdm_r1.demo import start_to_end, verdict
+from tdm_r1.apps.demo import start_to_end, verdict
 from tdm_r1.eval.paired import Delta
 from tdm_r1.train.tracking import progress_postfix
 

@@ -128,7 +128,9 @@ def _params() -> list:
     for where, cmd in COMMANDS:
         if "[--" in cmd:  # a synopsis, checked by test_synopsis_options_exist
             continue
-        if _split_global(shlex.split(cmd)[1:])[1][0] == "label":  # serves a web page until stopped: tests/test_label_*.py run it
+        if (
+            _split_global(shlex.split(cmd)[1:])[1][0] == "label"
+        ):  # serves a web page until stopped: tests/test_label_*.py run it
             continue
         for args in _expand(cmd):
             marks = [pytest.mark.slow] if any(s in " ".join(args) for s in SLOW) else []

@@ -120,7 +120,7 @@ def test_cli_eval_takes_a_run_folder(kit: Kit, monkeypatch: pytest.MonkeyPatch, 
 
     from evalkit import KitAdapter, KitPreset
 
-    from tdm_r1.models.base import ModelPreset, save_preset_file
+    from tdm_r1.models.preset import ModelPreset, save_preset_file
 
     preset = dataclasses.replace(
         MODELS.get("toy-4step"), name="myrun-model", kind="rl", few_step_base="toy-4step", in_domain=("ocr",)
@@ -295,7 +295,7 @@ def test_a_real_run_folder_loads_its_model(monkeypatch: pytest.MonkeyPatch, tmp_
     """The real load path: a run folder holding toy-4step's preset gives toy-4step's images and numbers."""
     import dataclasses
 
-    from tdm_r1.models.base import save_preset_file
+    from tdm_r1.models.preset import save_preset_file
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TDMBENCH_CACHE", str(tmp_path / "cache"))

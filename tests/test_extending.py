@@ -60,7 +60,7 @@ def test_the_reward_walk_through_scores_the_sample_images_as_in_process(plugin, 
 
 
 def test_the_model_walk_through_registers_a_short_schedule_of_the_teacher(plugin) -> None:
-    from tdm_r1.models.base import resolve_model
+    from tdm_r1.models.preset import resolve_model
     from tdm_r1.registry import MODELS
 
     plugin("toy_teacher_8step.py")

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from tdm_r1.apps.generation import plan_jobs
 from tdm_r1.cli import app
 from tdm_r1.errors import ConfigError
-from tdm_r1.generation import plan_jobs
 from tdm_r1.prompt_files import read_prompts
 from tdm_r1.seeds import derive_seed
 from tdm_r1.testing.tiny import tiny_sd3_pipeline

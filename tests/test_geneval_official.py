@@ -19,12 +19,12 @@ from evalkit import Kit, kit_fixture  # noqa: F401 (fixture)
 from PIL import Image
 from typer.testing import CliRunner
 
+from tdm_r1.apps.toybuild.render import render_batch
 from tdm_r1.cli import app
 from tdm_r1.eval.geneval_official import EMPTY_SAMPLES, NO_METADATA, read_generation_layout
 from tdm_r1.eval.runner import evaluate
 from tdm_r1.rewards.geneval import GENEVAL_TASKS, geneval_summary
 from tdm_r1.toyworld.grammar import benchmark_prompts
-from tdm_r1.toyworld.render import render_batch
 
 
 def official_summary(jsonl: Path) -> dict[str, Any]:

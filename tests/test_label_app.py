@@ -154,7 +154,7 @@ def test_cli_registers_a_folder_exports_and_refuses_another_runs_database(tmp_pa
     result = runner.invoke(cli, ["label", "--run", str(run_dir), "--stats"])
     assert result.exit_code == 2 and "belongs to run 'run-a', not 'run-b'" in result.output
     # --images with a metadata.jsonl: one group per prompt (the app itself is not started here)
-    from tdm_r1.label.command import image_groups
+    from tdm_r1.cli.label import image_groups
 
     groups = image_groups(REPO / "examples" / "sample_images")
     assert len(groups) == 6 and all(len(files) == 1 for _, files, _ in groups)

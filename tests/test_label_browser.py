@@ -167,7 +167,7 @@ def test_reward_waits_for_a_rater_clicking_in_the_browser(tmp_path: Path) -> Non
     blocks), a browser labels the groups, advantages come from the clicks."""
     import torch
 
-    from tdm_r1.method.advantages import group_advantages
+    from tdm_r1.losses.advantages import group_advantages
     from tdm_r1.rewards.base import build_reward
 
     dbp = tmp_path / "likes.sqlite"

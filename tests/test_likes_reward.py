@@ -214,8 +214,8 @@ def test_simulated_rater_noise_and_bias_are_what_they_say() -> None:
 
 def test_likes_sim_over_toy_geneval_answers_through_the_app(tmp_path: Path) -> None:
     """Correct toy images are liked, wrong ones disliked; the labels arrived over HTTP."""
+    from tdm_r1.apps.toybuild.render import render_batch
     from tdm_r1.toyworld.grammar import task_prompts
-    from tdm_r1.toyworld.render import render_batch
 
     a, b = task_prompts("single_object", "train")[:2]
     imgs = torch.from_numpy(render_batch([a] * 3 + [b] * 3, seed=0)).permute(0, 3, 1, 2).float() / 255
@@ -236,8 +236,8 @@ def test_likes_sim_over_toy_geneval_answers_through_the_app(tmp_path: Path) -> N
 
 def test_nan_rewards_give_zero_advantage_and_a_finite_surrogate_loss() -> None:
     """What the trainer does with unlabelled images: no gradient from them, no NaN anywhere."""
-    from tdm_r1.method.advantages import group_advantages
-    from tdm_r1.method.losses import surrogate_loss
+    from tdm_r1.losses.advantages import group_advantages
+    from tdm_r1.losses.tdm_r1 import surrogate_loss
 
     rewards = torch.tensor(
         [1.0, 0.0, float("nan"), 1.0, float("nan"), float("nan"), float("nan"), float("nan")]

@@ -55,7 +55,7 @@ def test_lora_scale_is_a_preset_field_in_the_identity_only_when_set() -> None:
         assert "lora_scale" not in preset.config_dict() and "lora_scale" not in preset.to_dict(), name
     scaled = base.with_overrides(lora_scale=0.125)
     assert scaled.config_dict()["lora_scale"] == 0.125 and scaled.config_dict() != base.config_dict()
-    from tdm_r1.models.base import ModelPreset
+    from tdm_r1.models.preset import ModelPreset
 
     assert ModelPreset.from_dict(scaled.to_dict()) == scaled
     with pytest.raises(ConfigError, match="lora_scale=0.5 needs a LoRA"):
@@ -88,7 +88,7 @@ def _save(tmp_path: Path) -> Path:
 def test_train_set_model_lora_scale_starts_from_the_scaled_lora(registered: Path, tmp_path: Path) -> None:
     import trainkit
 
-    from tdm_r1.models.base import register_preset
+    from tdm_r1.models.preset import register_preset
     from tdm_r1.train.trainer import Trainer
 
     ad = SD3Adapter.from_pipeline(tiny_sd3_pipeline(seed=0), sampling=SPEC, device="cpu")

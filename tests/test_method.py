@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from tdm_r1.flow import shift_sigma, unshift_sigma
-from tdm_r1.method.advantages import group_advantages
-from tdm_r1.method.losses import fake_score_loss, generator_loss, surrogate_loss
-from tdm_r1.method.noise import (
+from tdm_r1.losses.advantages import group_advantages
+from tdm_r1.losses.noise import (
     renoise,
     renoise_coefficients,
     sample_sigma_above,
     surrogate_velocity_target,
 )
+from tdm_r1.losses.tdm_r1 import fake_score_loss, generator_loss, surrogate_loss
 
 
 def test_group_advantages_exact_values_and_zero_std_groups() -> None:

@@ -56,7 +56,7 @@ def test_the_plugin_method_is_accepted_by_train_listed_and_placed_in_the_arena_g
 
 
 def test_its_options_are_a_config_section_and_builtin_configs_keep_their_identity(rwr) -> None:
-    from tdm_r1.arena.grid import cell_hash, default_cells, select_cells
+    from tdm_r1.apps.arena.grid import cell_hash, default_cells, select_cells
     from tdm_r1.config import to_dict
     from tdm_r1.registry import METHODS
     from tdm_r1.train.config import load_train_config
@@ -110,7 +110,7 @@ def test_the_builtin_catalogue_matches_its_classes_and_configs_parse_without_tor
     code = (
         "import sys\n"
         "from tdm_r1.train.config import load_train_config\n"
-        "from tdm_r1.arena.grid import select_cells\n"
+        "from tdm_r1.apps.arena.grid import select_cells\n"
         "cfg = load_train_config('toy-flow-grpo-4step-ocr', overrides=['method.flow_grpo.noise_level=0.5'])\n"
         "assert cfg.method.flow_grpo.noise_level == 0.5 and len(select_cells()) == 24\n"
         "assert 'torch' not in sys.modules, 'parsing a config imported torch'\n"

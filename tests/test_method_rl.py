@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from tdm_r1.flow import euler_step
-from tdm_r1.method.advantages import group_advantages
-from tdm_r1.method.dgpo import (
+from tdm_r1.losses.advantages import group_advantages
+from tdm_r1.losses.dgpo import (
     DGPO_SD35M,
     DgpoHParams,
     denoising_errors,
@@ -21,15 +21,15 @@ from tdm_r1.method.dgpo import (
     ema_ref_decay,
     train_step_indices,
 )
-from tdm_r1.method.diffusionnft import (
+from tdm_r1.losses.diffusionnft import (
     DIFFUSIONNFT_SD35M,
     DiffusionNftHParams,
     diffusionnft_loss,
     old_policy_decay,
     optimality_probability,
 )
-from tdm_r1.method.flow_grpo import FLOW_GRPO_SD35M, FlowGrpoHParams, flow_grpo_loss, train_steps
-from tdm_r1.method.sde import (
+from tdm_r1.losses.flow_grpo import FLOW_GRPO_SD35M, FlowGrpoHParams, flow_grpo_loss, train_steps
+from tdm_r1.losses.sde import (
     cps_log_prob,
     cps_mean_std,
     flow_sde_mean_std,

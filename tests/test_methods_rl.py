@@ -45,7 +45,7 @@ def _moved(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 @pytest.fixture
 def cfg_preset(registered):
     """A tiny base-kind preset sampled with CFG 2 (it has an unconditional branch)."""
-    from tdm_r1.models.base import ModelPreset, register_preset
+    from tdm_r1.models.preset import ModelPreset, register_preset
     from tdm_r1.models.spec import SamplingSpec
     from tdm_r1.registry import MODELS
 
@@ -127,7 +127,7 @@ def test_flow_grpo_on_policy_ratio_is_one(registered, tmp_path: Path) -> None:
             lp, _ = t.method.step_log_prob(batch, k)
         torch.testing.assert_close(lp, ro.log_probs[:, k], rtol=0, atol=1e-6)
     # the step noise comes from a named stream per (step, sample)
-    from tdm_r1.method.sde import flow_sde_mean_std
+    from tdm_r1.losses.sde import flow_sde_mean_std
     from tdm_r1.seeds import Stream, rows_randn
     from tdm_r1.train.rollout import guided_velocity
 

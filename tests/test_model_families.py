@@ -12,8 +12,8 @@ import torch
 
 from tdm_r1.devices import resolve_device, resolve_dtype
 from tdm_r1.errors import ConfigError
-from tdm_r1.models.base import ModelPreset
 from tdm_r1.models.families import FAMILIES, adapter_class, family_of_pipeline, register_family
+from tdm_r1.models.preset import ModelPreset
 from tdm_r1.models.spec import SamplingSpec
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -103,4 +103,4 @@ def test_the_model_layer_has_no_import_cycle() -> None:
 
     cycles = [m for m in files if m.startswith("tdm_r1.models.") and m in reach(m)]
     assert cycles == [], f"modules that import themselves back: {cycles}"
-    assert {"tdm_r1.models.adapter", "tdm_r1.models.base"}.isdisjoint(reach("tdm_r1.sampling"))
+    assert {"tdm_r1.models.adapter", "tdm_r1.models.preset"}.isdisjoint(reach("tdm_r1.models.sampling"))

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from tdm_r1.cli import app
 from tdm_r1.errors import ConfigError, MissingWeightsError
-from tdm_r1.models.base import (
+from tdm_r1.models.preset import (
     SD3_LORA_TARGETS,
     ModelPreset,
     load_preset_file,

@@ -10,9 +10,9 @@ from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteSchedul
 from lora_testing import add_random_role
 
 from tdm_r1.errors import ConfigError, ShapeError
+from tdm_r1.models.sampling import sample
 from tdm_r1.models.sd3 import SD3Adapter
 from tdm_r1.models.spec import SamplingSpec
-from tdm_r1.sampling import sample
 from tdm_r1.schedule import flow_schedule
 from tdm_r1.testing.tiny import tiny_sd3_pipeline
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 from lora_testing import add_random_role
 
+from tdm_r1.models.sampling import sample
 from tdm_r1.models.spec import SamplingSpec
 from tdm_r1.models.z_image import ZImageAdapter
-from tdm_r1.sampling import sample
 from tdm_r1.schedule import flow_schedule
 from tdm_r1.testing.tiny import tiny_z_image_pipeline
 

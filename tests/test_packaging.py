@@ -1,6 +1,6 @@
 """The wheel holds the whole package, and a non-editable install runs the CLI from anywhere.
 
-A hand-written package list once left ``tdm_r1.cli`` (the entry point), ``tdm_r1.arena`` and
+A hand-written package list once left ``tdm_r1.cli`` (the entry point), ``tdm_r1.apps.arena`` and
 ``tdm_r1.train.methods`` out of the wheel. The build is now discovered (setup.py); this test
 builds the wheel from the tracked files (and new ones git does not ignore), checks that every such file of the package folders is
 in it (Python or data: presets, toy weights, templates), installs it into a fresh virtual
@@ -86,7 +86,7 @@ def test_the_wheel_holds_every_tracked_file_of_the_package(wheel: Path) -> None:
     expected = _expected_wheel_paths(_tracked())
     assert {
         "tdm_r1/cli/__init__.py",
-        "tdm_r1/arena/__init__.py",
+        "tdm_r1/apps/arena/__init__.py",
         "tdm_r1/train/methods/__init__.py",
     } <= expected
     missing = sorted(expected - names)

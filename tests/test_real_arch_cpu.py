@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tdm_r1.models.base import SD3_LORA_TARGETS
+from tdm_r1.models.preset import SD3_LORA_TARGETS
 from tdm_r1.testing.real_size_runs import Run, tdm_r1_micro_step, write_record, z_image_pass
 
 TRAINED, COPY = ("generator", "fake", "surrogate"), "surrogate_old"

@@ -42,7 +42,7 @@ def _bad_parameter(result, *needles: str) -> None:
 
 def _toy_run(runs: Path, name: str = "my-run") -> Path:
     """A finished run folder as training leaves it: runs/<name>/final/preset.json (toy-4step)."""
-    from tdm_r1.models.base import save_preset_file
+    from tdm_r1.models.preset import save_preset_file
     from tdm_r1.registry import MODELS
 
     preset = dataclasses.replace(MODELS.get("toy-4step"), name=name)
@@ -69,7 +69,7 @@ def test_eval_takes_the_models_generate_takes(tmp_path: Path, monkeypatch: pytes
 
 def test_resolve_model_finds_runs_by_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from tdm_r1.errors import UnknownNameError
-    from tdm_r1.models.base import resolve_model
+    from tdm_r1.models.preset import resolve_model
 
     runs = tmp_path / "runs"
     final = _toy_run(runs, "other-folder")
@@ -188,7 +188,7 @@ class _FakeAdapter:
 
 
 def test_generate_resumes_only_its_own_run_and_redoes_cut_files(tmp_path: Path) -> None:
-    from tdm_r1.generation import generate_to_dir
+    from tdm_r1.apps.generation import generate_to_dir
 
     prompts = tmp_path / "p.txt"
     prompts.write_text("one\ntwo\nthree\n")
@@ -221,7 +221,7 @@ def test_generate_resumes_only_its_own_run_and_redoes_cut_files(tmp_path: Path) 
 def test_generate_checks_inputs_before_loading_and_keeps_out_uncreated(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tdm_r1.models.base import ModelPreset
+    from tdm_r1.models.preset import ModelPreset
 
     def no_load(*a, **k):
         raise AssertionError("the model was loaded before the inputs were checked")

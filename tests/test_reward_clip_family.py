@@ -112,7 +112,7 @@ def test_importing_rewards_does_not_import_model_libraries() -> None:
 
 
 def test_reward_metadata_and_weight_manifest() -> None:
-    from tdm_r1 import listing
+    from tdm_r1.apps import listing
 
     for name in ("pickscore", "clipscore", "aesthetic"):
         cls = REWARDS.get(name)

@@ -14,10 +14,10 @@ pytestmark = pytest.mark.mmdet
 mmdet = pytest.importorskip("mmdet")
 pytest.importorskip("mmcv.ops")  # the compiled extension (mmcv-lite lacks it)
 
+from tdm_r1.apps.toybuild.render import render_batch  # noqa: E402
 from tdm_r1.rewards import build_reward  # noqa: E402
 from tdm_r1.rewards.geneval import OBJECT_NAMES, evaluate  # noqa: E402
 from tdm_r1.rewards.geneval_mmdet import MmdetDetector, _config_path  # noqa: E402
-from tdm_r1.toyworld.render import render_batch  # noqa: E402
 
 RED_CAR = {"tag": "colors", "include": [{"class": "car", "count": 1, "color": "red"}], "prompt": "a red car"}
 TWO_DOGS = {

@@ -173,7 +173,7 @@ def test_bad_detection_settings_are_config_errors() -> None:
 
 def test_small_images_are_detected_at_their_own_size() -> None:
     """The default rule does not scale a 64-px image up (RapidOCR's own rule makes it 736 px)."""
-    from tdm_r1.ocr_engines import RapidOcrEngine
+    from tdm_r1.rewards.ocr_engines import RapidOcrEngine
 
     image = np.zeros((64, 64, 3), np.uint8)
     big = np.zeros((1200, 600, 3), np.uint8)
@@ -189,9 +189,9 @@ def test_small_images_are_detected_at_their_own_size() -> None:
 
 def test_toy_signs_read_the_same_as_with_upscaling() -> None:
     """64-px toy signs: the default detection size reads what RapidOCR's 736-px upscaling reads."""
-    from tdm_r1.ocr_engines import RapidOcrEngine
+    from tdm_r1.apps.toybuild.render import render
+    from tdm_r1.rewards.ocr_engines import RapidOcrEngine
     from tdm_r1.toyworld.grammar import task_prompts
-    from tdm_r1.toyworld.render import render
 
     rng = np.random.default_rng(7)
     cases = task_prompts("text", "train")[:8]
@@ -213,7 +213,7 @@ def test_default_workers_follow_the_usable_cores() -> None:
 
 
 def test_ls_rewards_names_flow_grpo_engine() -> None:
-    from tdm_r1 import listing
+    from tdm_r1.apps import listing
 
     assert "PaddleOCR 2.9.1 English models" in listing.render("rewards")
 

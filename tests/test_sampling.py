@@ -10,7 +10,7 @@ from diffusers import DPMSolverMultistepScheduler, FlowMatchEulerDiscreteSchedul
 from tdm_r1.errors import ConfigError
 from tdm_r1.flow import cfg as guided_velocity
 from tdm_r1.models.conditioning import Conditioning
-from tdm_r1.sampling import sample
+from tdm_r1.models.sampling import sample
 from tdm_r1.schedule import calculate_shift, count_passes, flow_schedule, nfe
 from tdm_r1.seeds import derive_seed
 

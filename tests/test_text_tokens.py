@@ -29,7 +29,7 @@ def test_every_shipped_real_size_model_states_its_tokens_per_prompt() -> None:
 
 
 def test_a_pipeline_folder_loaded_directly_conditions_on_the_family_length(tiny_folder: Path) -> None:
-    from tdm_r1.models.base import resolve_model
+    from tdm_r1.models.preset import resolve_model
 
     adapter = resolve_model(tiny_folder).load(device="cpu")  # no preset options, no T5 (zeros)
     cond = adapter.encode_prompts(["a red cube"])
@@ -38,7 +38,7 @@ def test_a_pipeline_folder_loaded_directly_conditions_on_the_family_length(tiny_
 
 
 def test_recipe_and_preset_lengths_must_agree_before_anything_loads(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tdm_r1.models.base import ModelPreset, register_preset
+    from tdm_r1.models.preset import ModelPreset, register_preset
     from tdm_r1.train.config import dry_run, load_train_config
     from tdm_r1.train.model_check import check_model_recipe
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tdm_r1.toyworld import build as toy_build
+from tdm_r1.apps.toybuild import build as toy_build
 
 
 def test_tiny_rebuild_runs_every_stage_resumably_and_installs(

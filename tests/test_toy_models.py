@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tdm_r1.models.base import resolve_model
+from tdm_r1.models.preset import resolve_model
 from tdm_r1.models.presets import TOY_WEIGHTS
 from tdm_r1.rewards.geneval import evaluate
 from tdm_r1.toyworld.detector import detect_image

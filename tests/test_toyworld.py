@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from tdm_r1.apps.toybuild.render import relations, render
 from tdm_r1.rewards.geneval import evaluate
 from tdm_r1.toyworld.detector import ShapeDetector, detect_image
 from tdm_r1.toyworld.grammar import (
@@ -17,7 +18,6 @@ from tdm_r1.toyworld.grammar import (
     benchmark_prompts,
     task_prompts,
 )
-from tdm_r1.toyworld.render import relations, render
 from tdm_r1.toyworld.world import COLORS, IMAGE_SIZE
 
 

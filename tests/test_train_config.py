@@ -9,9 +9,9 @@ import pytest
 
 from tdm_r1.config import to_dict
 from tdm_r1.errors import ConfigError
-from tdm_r1.train.config import PRESETS_DIR, check_world, load_train_config, resolve_config_path
+from tdm_r1.train.config import RECIPES_DIR, check_world, load_train_config, resolve_config_path
 
-PRESETS = sorted(PRESETS_DIR.glob("*.yaml"))
+PRESETS = sorted(RECIPES_DIR.glob("*.yaml"))
 #: Every preset's resolved config before presets became differences from the defaults.
 BEFORE = json.loads((Path(__file__).parent / "golden" / "presets_resolved.json").read_text())
 #: The 8-GPU files became one recipe per reward (the process count is the launcher's); the rest kept their names.
@@ -196,8 +196,11 @@ def test_rl_method_recipes_pass_the_dry_run(name: str) -> None:
     assert f"config OK ({name}, method {method})" in result.output and f"x {n});" in result.output
 
 
-def test_preset_names_resolve_with_did_you_mean() -> None:
+def test_recipe_names_resolve_with_did_you_mean_and_the_old_spelling_with_a_note(capsys) -> None:
+    assert resolve_config_path("recipes/toy-ocr.yaml").name == "toy-ocr.yaml"
+    assert capsys.readouterr().err == ""
     assert resolve_config_path("presets/toy-ocr.yaml").name == "toy-ocr.yaml"
+    assert "presets/toy-ocr.yaml is now recipes/toy-ocr.yaml" in capsys.readouterr().err
     assert resolve_config_path("toy-ocr").name == "toy-ocr.yaml"
     with pytest.raises(ConfigError, match="Did you mean toy-ocr"):
         resolve_config_path("toy-orc")

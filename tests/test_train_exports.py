@@ -29,7 +29,7 @@ def _overrides(tmp_path: Path, *extra: str) -> list[str]:
 def test_an_export_epoch_leaves_a_model_folder_of_that_epochs_ema_generator(tmp_path: Path) -> None:
     from safetensors.torch import load_file
 
-    from tdm_r1.models.base import load_preset_file
+    from tdm_r1.models.preset import load_preset_file
     from tdm_r1.train.trainer import Trainer
 
     cfg = load_train_config("toy-ocr", overrides=_overrides(tmp_path, "export_epochs=[1]"))

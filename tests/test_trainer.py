@@ -75,7 +75,7 @@ def test_distillation_is_the_same_trainer_without_reward(registered, tmp_path: P
 
 
 def test_fit_writes_a_registered_model_curves_and_metrics(registered, tmp_path: Path) -> None:
-    from tdm_r1.models.base import load_preset_file, resolve_model
+    from tdm_r1.models.preset import load_preset_file, resolve_model
     from tdm_r1.registry import MODELS
     from tdm_r1.train.trainer import Trainer
 

@@ -109,7 +109,7 @@ def test_a_group_larger_than_a_micro_batch_is_one_block(
 
 def test_block_weights_equal_the_whole_group_computation() -> None:
     """Training a group in two pieces with the whole-group sum gives the gradient of the whole group."""
-    from tdm_r1.method.losses import group_preference_sums, surrogate_loss
+    from tdm_r1.losses.tdm_r1 import group_preference_sums, surrogate_loss
 
     torch.manual_seed(0)
     n = 8

@@ -31,7 +31,7 @@ def tiny_pipeline_folder(path: Path) -> Path:
 
 def register(folder: Path) -> list[str]:
     """Register the tiny preset and the test reward; returns names to unregister."""
-    from tdm_r1.models.base import ModelPreset, register_preset
+    from tdm_r1.models.preset import ModelPreset, register_preset
     from tdm_r1.models.spec import SamplingSpec
     from tdm_r1.registry import REWARDS
 

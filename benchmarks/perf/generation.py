@@ -4,7 +4,7 @@ For SD3.5-Medium (transformer + SD3 VAE) and Z-Image 6B (transformer + FLUX VAE)
 pixels and several batch sizes, measures through tdmbench's own adapters and sampler:
 
 * the transformer alone: one ``adapter.velocity`` call (ms per image per NFE);
-* a full 4-step generation: ``tdm_r1.sampling.sample`` with the model's 4-pass schedule (DPM-Solver++
+* a full 4-step generation: ``tdm_r1.models.sampling.sample`` with the model's 4-pass schedule (DPM-Solver++
   for SD3.5, Z-Image's 5 scheduled = 4 passes) plus VAE decode; text encoding is excluded (random
   conditioning of the real shapes);
 * the peak GPU memory of the full generation.
@@ -44,10 +44,10 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
 from tdm_r1.devices import move_module  # noqa: E402
 from tdm_r1.models.conditioning import Conditioning  # noqa: E402
 from tdm_r1.models.families import prompt_tokens  # noqa: E402
+from tdm_r1.models.sampling import sample  # noqa: E402
 from tdm_r1.models.sd3 import SD3Adapter  # noqa: E402
 from tdm_r1.models.spec import SamplingSpec  # noqa: E402
 from tdm_r1.models.z_image import ZImageAdapter  # noqa: E402
-from tdm_r1.sampling import sample  # noqa: E402
 from tdm_r1.testing import real_configs  # noqa: E402
 
 #: H100, bf16, transformer alone, random weights (the issue's anchors): ms per image per NFE.
@@ -237,7 +237,7 @@ def write(rows: list[Row], args: argparse.Namespace, header: dict[str, Any], don
     lines += [
         "",
         "Transformer = one `adapter.velocity` call (ms per image per NFE). Full = 4-pass generation through "
-        "`tdm_r1.sampling.sample` (SD3.5: DPM-Solver++ 4 steps; Z-Image: 5 scheduled steps, the last of "
+        "`tdm_r1.models.sampling.sample` (SD3.5: DPM-Solver++ 4 steps; Z-Image: 5 scheduled steps, the last of "
         "zero length) + VAE decode, text encoding excluded (ms per image). "
         f"Ratio = full / (4 x transformer); target <= {TARGET_RATIO}. Peak GiB = the model's own weights + the "
         "peak working memory of the full generation (CUDA only; other resident models excluded).",

@@ -31,9 +31,9 @@ def build_db(path: Path, groups: int) -> Any:
 
     from PIL import Image
 
+    from tdm_r1.apps.toybuild.render import render_batch
     from tdm_r1.label.db import LabelDB
     from tdm_r1.toyworld.grammar import PromptSampler
-    from tdm_r1.toyworld.render import render_batch
 
     db = LabelDB(path)
     metas = PromptSampler(

@@ -151,10 +151,10 @@ def agree(folders: list[Path], n_renders: int, per_folder: int, settings: list[s
     import numpy as np
     from PIL import Image
 
-    from tdm_r1.ocr_engines import RapidOcrEngine
+    from tdm_r1.apps.toybuild.render import render
     from tdm_r1.rewards.ocr import extract_target, ocr_score, recognized_text
+    from tdm_r1.rewards.ocr_engines import RapidOcrEngine
     from tdm_r1.toyworld.grammar import task_prompts
-    from tdm_r1.toyworld.render import render
 
     sets: dict[str, tuple[list[np.ndarray], list[str]]] = {}
     if n_renders:

@@ -149,8 +149,8 @@ def _toy_batch(task: str, n: int) -> tuple[Any, list[str], list[dict[str, Any]]]
     import numpy as np
     import torch
 
+    from tdm_r1.apps.toybuild.render import render
     from tdm_r1.toyworld.grammar import benchmark_prompts
-    from tdm_r1.toyworld.render import render
 
     suite = benchmark_prompts(task)
     cases = (suite * (n // len(suite) + 1))[:n]

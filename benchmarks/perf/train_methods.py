@@ -36,7 +36,7 @@ from typing import Any
 import torch
 from generation import conditioning, make_adapter
 
-from tdm_r1.models.base import resolve_model
+from tdm_r1.models.preset import resolve_model
 from tdm_r1.registry import METHODS
 from tdm_r1.train.config import load_train_config, trainable_steps
 from tdm_r1.train.methods.base import Batch

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from tdm_r1.models.base import register_preset, resolve_model
+from tdm_r1.models.preset import register_preset, resolve_model
 
 teacher = resolve_model("toy-teacher")
 register_preset(

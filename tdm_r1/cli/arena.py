@@ -59,8 +59,8 @@ def arena_cmd(
     (paired, seen and unseen prompts), pool the seeds (95% CIs over seeds, head-to-head pairs) and
     write results/arena/. Resumable: a cell already in results/arena with the same config is
     skipped; an interrupted one resumes."""
-    from tdm_r1.arena.grid import DEFAULT_BUDGET, cell_config, checkpoint_epochs, select_cells
-    from tdm_r1.arena.run import ArenaPaths, run_grid
+    from tdm_r1.apps.arena.grid import DEFAULT_BUDGET, cell_config, checkpoint_epochs, select_cells
+    from tdm_r1.apps.arena.run import ArenaPaths, run_grid
     from tdm_r1.paths import results_dir as default_results
     from tdm_r1.paths import runs_dir as default_runs
 
@@ -76,7 +76,7 @@ def arena_cmd(
                 f"{', '.join(map(str, checkpoint_epochs(cfg.max_epochs)))}, run {cfg.run_dir()}"
             )
         return
-    from tdm_r1.arena.outputs import write_outputs
+    from tdm_r1.apps.arena.outputs import write_outputs
 
     tables = run_grid(
         cells, budget, paths, jobs=jobs, batch_size=batch_size, debug=debug_enabled(), echo=typer.echo

@@ -14,10 +14,12 @@ from tdm_r1.errors import TdmError
 @app.command("ls")
 @friendly_errors
 def ls_cmd(
-    kind: Annotated[str, typer.Argument(help="rewards | models | benchmarks | methods | data | weights")],
+    kind: Annotated[
+        str, typer.Argument(help="rewards | models | benchmarks | methods | recipes | data | weights")
+    ],
 ) -> None:
-    """List registered rewards, models, benchmarks, training methods, data files or weight files."""
-    from tdm_r1 import listing
+    """List registered rewards, models, benchmarks, training methods, shipped training recipes, data files or weight files."""
+    from tdm_r1.apps import listing
 
     typer.echo(listing.render(kind))
 
@@ -41,7 +43,7 @@ def data_fetch(
 @friendly_errors
 def data_list() -> None:
     """Show each data file, its sha256 and whether it is present."""
-    from tdm_r1 import listing
+    from tdm_r1.apps import listing
 
     typer.echo(listing.render("data"))
 
@@ -51,7 +53,7 @@ def data_list() -> None:
 @friendly_errors
 def weights_list() -> None:
     """List the weight files of every reward and model: hub id, file, size, local status."""
-    from tdm_r1 import listing
+    from tdm_r1.apps import listing
 
     typer.echo(listing.render("weights"))
 
@@ -62,7 +64,8 @@ def weights_download(
     keys: Annotated[list[str], typer.Argument(help="Weight keys (see `weights list`).")],
 ) -> None:
     """Download weight files into the Hugging Face cache (needs internet access)."""
-    from tdm_r1 import listing, weights
+    from tdm_r1 import weights
+    from tdm_r1.apps import listing
 
     listing.load_all_manifests()
     for key in keys:
@@ -77,7 +80,8 @@ def weights_verify(
     keys: Annotated[list[str] | None, typer.Argument(help="Weight keys (default: all).")] = None,
 ) -> None:
     """Check the weight files on disk against their published sha256; exit 1 on any mismatch."""
-    from tdm_r1 import listing, weights
+    from tdm_r1 import weights
+    from tdm_r1.apps import listing
 
     listing.load_all_manifests()
     unknown = [k for k in keys or [] if k not in weights.MANIFEST]

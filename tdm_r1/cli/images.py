@@ -39,8 +39,8 @@ def score_cmd(
     import torch
 
     from tdm_r1.eval.cache import atomic_write_text
+    from tdm_r1.eval.scoring import score_folder, summarize
     from tdm_r1.paths import check_output_file
-    from tdm_r1.scoring import score_folder, summarize
 
     out = check_output_file(out, "--out")
     progress_file = out.with_name(out.name + ".partial.jsonl")
@@ -111,8 +111,8 @@ def generate_cmd(
     ] = False,
 ) -> None:
     """Generate images for a prompts file (seeded per prompt and image; PNG + metadata.jsonl)."""
-    from tdm_r1.generation import generate_to_dir, plan_jobs, read_prompts
-    from tdm_r1.models.base import resolve_model
+    from tdm_r1.apps.generation import generate_to_dir, plan_jobs, read_prompts
+    from tdm_r1.models.preset import resolve_model
     from tdm_r1.paths import check_output_dir
     from tdm_r1.weights_check import check_lora_source
 

@@ -21,7 +21,11 @@ DryRunOpt = Annotated[
 ]
 ConfigOpt = Annotated[
     str | None,
-    typer.Option("--config", "-c", help="YAML config: a file or a shipped preset (presets/NAME.yaml)."),
+    typer.Option(
+        "--config",
+        "-c",
+        help="Training recipe: a YAML file or a shipped recipe (recipes/NAME.yaml, `tdmbench ls recipes`).",
+    ),
 ]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Run name (folder under ./runs).")]
 MaxMinutesOpt = Annotated[float | None, typer.Option("--max-minutes", min=0, help="Wall-clock budget.")]
@@ -121,7 +125,7 @@ def _default_train_config(model: str | None, rewards: list[str], method: str = "
     """
     from tdm_r1.registry import METHODS
     from tdm_r1.rewards.base import parse_reward_specs
-    from tdm_r1.train.config import PRESETS_DIR
+    from tdm_r1.train.config import RECIPES_DIR
 
     start = model or "toy-4step"
     names = list(parse_reward_specs(rewards)) if rewards else []
@@ -129,7 +133,7 @@ def _default_train_config(model: str | None, rewards: list[str], method: str = "
         recipe = (METHODS.meta(m).get("toy_recipes") or {}).get(start) if m in METHODS else None
         if recipe and len(names) == 1:
             name = recipe.format(reward=names[0])
-            if (PRESETS_DIR / f"{name}.yaml").is_file() or Path(name).is_file():
+            if (RECIPES_DIR / f"{name}.yaml").is_file() or Path(name).is_file():
                 return name
     return "toy-r1" if start == "toy-4step" else None
 
@@ -147,9 +151,9 @@ def _own_run_name(config: str, method: str, name: str | None) -> dict[str, Any]:
     """Flags that give a run of ``method`` on a config written for another method its own run folder
     and registered model (``<config>-<method>``, or ``--name``), so that it neither resumes nor
     overwrites that method's run."""
-    from tdm_r1.train.config import load_preset_tree, resolve_config_path
+    from tdm_r1.train.config import load_recipe_tree, resolve_config_path
 
-    tree = load_preset_tree(config)
+    tree = load_recipe_tree(config)
     if (tree.get("method") or {}).get("name", "tdm-r1") == method:
         return {}
     own = name or f"{resolve_config_path(config).stem}-{method}"
@@ -203,7 +207,7 @@ def train_cmd(
     if not config:
         config = _default_train_config(model, reward or [], method or "tdm-r1")
         if config:
-            shown = config if Path(config).is_file() else f"presets/{config}.yaml"
+            shown = config if Path(config).is_file() else f"recipes/{config}.yaml"
             typer.echo(f"config: {shown} (the default for this model, method and reward)")
     if config and method:
         flags.update(_own_run_name(config, method, name))
@@ -273,7 +277,7 @@ def demo_cmd(
     device: DeviceOpt = None,
 ) -> None:
     """The main job on the embedded toy world: TDM-R1 training, evaluation, leaderboard (resumable)."""
-    from tdm_r1.demo import run_demo
+    from tdm_r1.apps.demo import run_demo
 
     out = run_demo(reward=reward, minutes=minutes, device=device)
     typer.echo(f"run: {out['run']}")
@@ -310,8 +314,8 @@ def toy_build(
     ] = False,
 ) -> None:
     """Rebuild the toy autoencoder, teacher and 4-step student from scratch (resumable)."""
+    from tdm_r1.apps.toybuild.build import RECIPES, build
     from tdm_r1.errors import ConfigError
-    from tdm_r1.toyworld.build import RECIPES, build
 
     if recipe not in RECIPES:
         raise ConfigError(f"unknown recipe {recipe!r}; valid: {', '.join(RECIPES)}")
@@ -365,7 +369,7 @@ def label_cmd(
     stats: Annotated[bool, typer.Option("--stats", help="Print counts (labels used...) and exit.")] = False,
 ) -> None:
     """Label images like / dislike in the browser (the `likes` reward's raters)."""
-    from tdm_r1.label.command import label_command
+    from tdm_r1.cli.label import label_command
 
     label_command(
         db=db, images=images, run=run, host=host, port=port, token=token,

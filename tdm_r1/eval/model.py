@@ -1,7 +1,7 @@
 """The model side of an evaluation: which model a ``--model`` names, and a handle that loads it late.
 
 :func:`resolve_eval_model` accepts a registered name, a preset object (a
-:class:`~tdm_r1.models.base.ModelPreset`, or anything with ``name``, ``nfe`` and ``load``) or a
+:class:`~tdm_r1.models.preset.ModelPreset`, or anything with ``name``, ``nfe`` and ``load``) or a
 path (a run folder ``runs/<name>`` or ``runs/<name>/final``, a ``preset.json``, a diffusers
 pipeline folder); none of them is written into the model registry. :class:`EvalModel` gives the
 model's cache identity without loading weights when the preset can say it (``config_dict``), so a
@@ -31,7 +31,7 @@ def resolve_eval_model(model: str | Path | Any) -> tuple[str, Any]:
     """
     if not isinstance(model, str | Path):
         return str(model.name), model
-    from tdm_r1.models.base import resolve_model
+    from tdm_r1.models.preset import resolve_model
     from tdm_r1.registry import MODELS
 
     if isinstance(model, str) and model in MODELS:

@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from tdm_r1.eval.results import RunFiles
-    from tdm_r1.models.base import ModelPreset
+    from tdm_r1.models.preset import ModelPreset
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def evaluate(
     """Evaluate ``model`` on ``benchmarks`` (default: the preset's ``benchmarks`` attribute, else
     the four official suites).
 
-    ``model`` is a registered name, a preset object (a :class:`~tdm_r1.models.base.ModelPreset`,
+    ``model`` is a registered name, a preset object (a :class:`~tdm_r1.models.preset.ModelPreset`,
     e.g. a training run's ``load_preset_file(run / "final" / "preset.json")``), or a path: a run
     folder (``runs/<name>`` or ``runs/<name>/final``), a ``preset.json`` or a diffusers pipeline
     folder (see :func:`tdm_r1.eval.model.resolve_eval_model`). Nothing is registered; results are

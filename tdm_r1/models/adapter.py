@@ -28,8 +28,8 @@ from tdm_r1.models.conditioning import Conditioning
 from tdm_r1.models.families import prompt_tokens
 from tdm_r1.models.prompt_cache import PromptCache
 from tdm_r1.models.roles import LoraRoles
+from tdm_r1.models.sampling import sample
 from tdm_r1.models.spec import SamplingSpec
-from tdm_r1.sampling import sample
 from tdm_r1.schedule import FlowSchedule, calculate_shift, flow_schedule
 
 log = logging.getLogger(__name__)

@@ -48,7 +48,7 @@ def weights_identity(value: WeightFile | str | None) -> dict[str, Any] | None:
 
 
 def image_identity(preset: Any) -> dict[str, Any]:
-    """The image identity of a :class:`~tdm_r1.models.base.ModelPreset` (see the module docstring)."""
+    """The image identity of a :class:`~tdm_r1.models.preset.ModelPreset` (see the module docstring)."""
     lora = weights_identity(preset.lora)
     if lora is not None:
         lora["format"] = preset.lora_format

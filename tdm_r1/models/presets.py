@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tdm_r1.models.base import SD3_LORA_TARGETS, ModelPreset, register_preset
 from tdm_r1.models.families import SD3_TEXT
+from tdm_r1.models.preset import SD3_LORA_TARGETS, ModelPreset, register_preset
 from tdm_r1.models.spec import SamplingSpec
 from tdm_r1.weights import WeightFile, declare
 

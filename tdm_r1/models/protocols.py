@@ -3,7 +3,7 @@
 :class:`~tdm_r1.models.adapter.FlowAdapter` satisfies all three; a new model family only has to
 satisfy the ones its callers use:
 
-* :class:`VelocityModel`: the sampler (``tdm_r1.sampling.sample``) calls ``velocity`` only;
+* :class:`VelocityModel`: the sampler (``tdm_r1.models.sampling.sample``) calls ``velocity`` only;
   classifier-free guidance is computed over two velocities by the flow math, not by the model.
 * :class:`ImageGenerator`: the eval runner and ``tdmbench generate``.
 * :class:`TrainableFlowModel`: the trainer (rollouts, losses, LoRA roles, export).

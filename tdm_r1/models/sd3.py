@@ -17,9 +17,9 @@ from torch import nn
 
 from tdm_r1.devices import move_module, resolve_device, resolve_dtype
 from tdm_r1.models.adapter import FlowAdapter
-from tdm_r1.models.base import SD3_LORA_TARGETS
 from tdm_r1.models.conditioning import Conditioning
 from tdm_r1.models.families import family_text, pipeline_dtype_kwarg
+from tdm_r1.models.preset import SD3_LORA_TARGETS
 
 
 class SD3Adapter(FlowAdapter):

@@ -19,9 +19,9 @@ from torch import nn
 
 from tdm_r1.devices import move_module, resolve_device, resolve_dtype
 from tdm_r1.models.adapter import FlowAdapter
-from tdm_r1.models.base import Z_IMAGE_LORA_TARGETS
 from tdm_r1.models.conditioning import Conditioning
 from tdm_r1.models.families import family_text, pipeline_dtype_kwarg
+from tdm_r1.models.preset import Z_IMAGE_LORA_TARGETS
 
 
 class ZImageAdapter(FlowAdapter):

@@ -62,7 +62,7 @@ def _ref_copy(cfg: Any, preset: Any) -> bool:
 
 def micro_step(cfg: Any, preset: Any, num_processes: int = 1) -> MicroStep:
     """The passes of one micro-step of ``cfg`` (a :class:`~tdm_r1.train.config.TrainConfig`)."""
-    from tdm_r1.method.flow_grpo import train_steps as grpo_train_steps
+    from tdm_r1.losses.flow_grpo import train_steps as grpo_train_steps
 
     m, name = cfg.method, cfg.method.name
     n = max(1, m.micro_batch // num_processes)
@@ -124,7 +124,7 @@ def micro_step(cfg: Any, preset: Any, num_processes: int = 1) -> MicroStep:
 
 def load_micro_step(config: str, num_processes: int = 1, overrides: list[str] | None = None) -> MicroStep:
     """Resolve a recipe (a shipped preset name or a YAML file) into its :class:`MicroStep`."""
-    from tdm_r1.models.base import resolve_model
+    from tdm_r1.models.preset import resolve_model
     from tdm_r1.train.config import load_train_config
 
     cfg = load_train_config(config, overrides=overrides)

@@ -20,7 +20,7 @@ from torch import nn
 
 from tdm_r1.errors import ConfigError
 from tdm_r1.models.architectures import SD3_TEXT, SD35_MEDIUM_TRANSFORMER, Z_IMAGE_TEXT, Z_IMAGE_TRANSFORMER
-from tdm_r1.models.base import SD3_LORA_TARGETS, Z_IMAGE_LORA_TARGETS
+from tdm_r1.models.preset import SD3_LORA_TARGETS, Z_IMAGE_LORA_TARGETS
 
 LATENT_CHANNELS = 16
 VAE_FACTOR = 8  # both VAEs downsample 8x

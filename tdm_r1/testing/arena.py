@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tdm_r1.arena.grid import ARENA_VERSION, SUITES, Cell
+from tdm_r1.apps.arena.grid import ARENA_VERSION, SUITES, Cell
 
 
 def arena_rows(

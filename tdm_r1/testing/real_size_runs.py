@@ -18,7 +18,7 @@ after, the frozen base's digest before and after. Text encoders are absent: cond
 real shapes (77 CLIP + 128 T5 tokens of width 4096, pooled 2048) is random; so is the rollout.
 
 :func:`z_image_pass` samples once with the ``z-image-4step`` preset's schedule (4 transformer
-passes) through :func:`tdm_r1.sampling.sample`, with the preset's LoRA layout as role
+passes) through :func:`tdm_r1.models.sampling.sample`, with the preset's LoRA layout as role
 ``generator`` on the full Z-Image transformer (random bf16 weights), 128 px, forward only.
 No VAE in either (the micro-step and the pass need the transformer only).
 """
@@ -85,7 +85,7 @@ def real_size_text() -> dict[str, int]:
 
 
 def _trainer(adapter: Any, res: int) -> Any:
-    from tdm_r1.models.base import resolve_model
+    from tdm_r1.models.preset import resolve_model
     from tdm_r1.registry import METHODS
     from tdm_r1.train.config import load_train_config, trainable_steps
     from tdm_r1.train.trainer import Trainer
@@ -206,9 +206,9 @@ def z_image_pass(
     res: int = 128, *, fast_bf16: bool = True, seed: int = 0, overrides: dict[str, Any] | None = None
 ) -> Run:
     """One 4-pass ``z-image-4step`` sampling pass on the full Z-Image transformer (forward only)."""
+    from tdm_r1.models.sampling import sample
     from tdm_r1.models.z_image import ZImageAdapter
     from tdm_r1.registry import MODELS
-    from tdm_r1.sampling import sample
 
     run = Run("4-step sampling pass (forward only, LoRA role generator)", "z-image", res)
     real_size.reset_peak_rss()

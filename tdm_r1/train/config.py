@@ -1,6 +1,6 @@
 """Configuration of the TDM-R1 trainer (and of TDM distillation: the same trainer, reward off).
 
-Layers: dataclass defaults < ``--config`` YAML (a file, or a shipped preset ``presets/NAME.yaml``) <
+Layers: dataclass defaults < ``--config`` YAML (a file, or a shipped recipe ``recipes/NAME.yaml``) <
 ``--set a.b=c`` < explicit CLI flags. Unknown keys are errors. Values follow the public TDM-R1 recipe
 (Luo-Yihong/TDM-R1 ``config/tdmr1_clean.py`` @ 397c77f and its launch scripts) unless a field says
 otherwise; the toy presets scale them down.
@@ -14,7 +14,7 @@ from typing import Any
 
 from tdm_r1.errors import ConfigError
 
-PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
 
 
 @dataclass
@@ -26,7 +26,7 @@ class ModelConfig:
     #: Sampling steps K of the generator (None = the preset's).
     steps: int | None = None
     #: Euler sigma spacing of the generator's schedule (None = the preset's; "trailing" makes every
-    #: one of K steps do work, see ``tdm_r1.sampling``).
+    #: one of K steps do work, see ``tdm_r1.models.sampling``).
     spacing: str | None = None
     device: str | None = None
     #: "bfloat16" / "float16" / "float32" (None = the preset's on accelerators, float32 on the CPU).
@@ -369,25 +369,37 @@ def check_world(cfg: TrainConfig, world_size: int) -> None:
 
 
 def resolve_config_path(path: str | Path) -> Path:
-    """A YAML file on disk, or a shipped preset: ``presets/NAME.yaml`` / ``NAME``."""
+    """A YAML file on disk, or a shipped training recipe: ``recipes/NAME.yaml`` / ``NAME``.
+
+    The old spelling ``recipes/NAME.yaml`` (before recipes and model presets had separate names)
+    still resolves, with a deprecation line on stderr.
+    """
     p = Path(path).expanduser()
     if p.is_file():
         return p
     name = p.name if p.name.endswith((".yaml", ".yml")) else f"{p.name}.yaml"
-    shipped = PRESETS_DIR / name
+    shipped = RECIPES_DIR / name
     if shipped.is_file():
+        if p.parent.name == "presets":
+            import sys
+
+            print(
+                f"note: {path} is now recipes/{name} (training configs are 'recipes'; 'presets' are "
+                "models); the old spelling will stop working in a later release",
+                file=sys.stderr,
+            )
         return shipped
-    available = sorted(q.stem for q in PRESETS_DIR.glob("*.yaml"))
+    available = sorted(q.stem for q in RECIPES_DIR.glob("*.yaml"))
     import difflib
 
     close = difflib.get_close_matches(name.removesuffix(".yaml"), available, n=2)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ConfigError(
-        f"config {str(path)!r} is neither a file nor a shipped preset.{hint} Presets: {', '.join(available)}"
+        f"config {str(path)!r} is neither a file nor a shipped recipe.{hint} Recipes: {', '.join(available)}"
     )
 
 
-def load_preset_tree(config: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+def load_recipe_tree(config: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The config tree of a YAML file or shipped preset, its ``base:`` chain resolved.
 
     A preset states only its differences: from the :class:`TrainConfig` defaults, or from the
@@ -408,7 +420,7 @@ def load_preset_tree(config: str | Path, _chain: tuple[Path, ...] = ()) -> dict[
     if not isinstance(base, str) or not base.strip():
         raise ConfigError(f"config {path}: base: must name one preset or YAML file, got {base!r}")
     beside = path.parent / (base if base.endswith((".yaml", ".yml")) else f"{base}.yaml")
-    parent = load_preset_tree(beside if beside.is_file() else base, (*_chain, path))
+    parent = load_recipe_tree(beside if beside.is_file() else base, (*_chain, path))
     return overlay(TrainConfig, parent, tree)
 
 
@@ -424,7 +436,7 @@ def load_train_config(
 
     return load_config(
         TrainConfig,
-        data=load_preset_tree(config) if config else None,
+        data=load_recipe_tree(config) if config else None,
         overrides=overrides or [],
         flags=flags or {},
     )
@@ -434,7 +446,7 @@ def dry_run(cfg: TrainConfig, world_size: int) -> str:
     """Everything a run checks before loading a model, without loading one: the batch shapes over
     ``world_size`` processes, the generator / teacher names, the reward names and the prompts
     source. Returns a short summary; raises :class:`ConfigError` / ``UnknownNameError``."""
-    from tdm_r1.models.base import resolve_model
+    from tdm_r1.models.preset import resolve_model
     from tdm_r1.registry import METHODS, REWARDS
     from tdm_r1.train.model_check import check_model_recipe
 

@@ -42,10 +42,10 @@ from typing import Any
 import torch
 
 from tdm_r1.flow import x0_from_v
-from tdm_r1.method.dgpo import denoising_errors
-from tdm_r1.method.losses import generator_loss
-from tdm_r1.method.noise import renoise, sample_sigma_above, surrogate_velocity_target
-from tdm_r1.sampling import sample
+from tdm_r1.losses.dgpo import denoising_errors
+from tdm_r1.losses.noise import renoise, sample_sigma_above, surrogate_velocity_target
+from tdm_r1.losses.tdm_r1 import generator_loss
+from tdm_r1.models.sampling import sample
 from tdm_r1.seeds import Stream, rows_rand, rows_randn
 from tdm_r1.train import checkpoint
 from tdm_r1.train.diagnostic_stats import (

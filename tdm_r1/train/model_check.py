@@ -24,7 +24,7 @@ def text_length(preset: Any) -> int:
 
 def check_model_recipe(cfg: Any, preset: Any) -> None:
     """Refuse a recipe whose text length or LoRA scale does not fit its presets (a one-line message)."""
-    from tdm_r1.models.base import resolve_model
+    from tdm_r1.models.preset import resolve_model
 
     mine = text_length(preset)
     want = cfg.model.max_sequence_length

@@ -14,7 +14,7 @@ from tdm_r1.errors import ConfigError
 
 
 def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:
-    """.txt -> [{"prompt": line}], .jsonl -> records with their metadata (see ``tdm_r1.generation``)."""
+    """.txt -> [{"prompt": line}], .jsonl -> records with their metadata (see ``tdm_r1.apps.generation``)."""
     from tdm_r1.prompt_files import read_prompts
 
     return [{"prompt": r.prompt, **r.metadata} for r in read_prompts(path)]

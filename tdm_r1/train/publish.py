@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
 def export_generator(trainer: Trainer, directory: Path) -> Path:
     """Save the EMA generator (peft LoRA folder) and a ``preset.json`` next to it; returns ``directory``."""
-    from tdm_r1.models.base import lora_preset, save_preset_file
+    from tdm_r1.models.preset import lora_preset, save_preset_file
 
     cfg, base = trainer.cfg, trainer.preset
     with trainer.ema.swapped():
@@ -41,7 +41,7 @@ def export_generator(trainer: Trainer, directory: Path) -> Path:
 def evaluate_export(folder: Path, trainer: Trainer, out: Path) -> Path:
     """Evaluate an exported model folder on the run's ``eval_benchmarks`` into ``out/results``."""
     from tdm_r1.eval.runner import evaluate
-    from tdm_r1.models.base import load_preset_file
+    from tdm_r1.models.preset import load_preset_file
 
     cfg = trainer.cfg
     evaluate(

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from tdm_r1.sampling import sample
+from tdm_r1.models.sampling import sample
 from tdm_r1.schedule import FlowSchedule
 from tdm_r1.train.config import TrainConfig
 from tdm_r1.train.methods.base import GEN
@@ -49,7 +49,7 @@ class Rollout:
 
 @dataclass(frozen=True)
 class SdePlan:
-    """Which rollout steps are stochastic and how (:func:`tdm_r1.method.sde.sde_step`).
+    """Which rollout steps are stochastic and how (:func:`tdm_r1.losses.sde.sde_step`).
 
     Attributes:
         steps: the stochastic step indices k (the others are Euler ODE steps).
@@ -219,13 +219,13 @@ def sde_rollout(
     role: str | None,
     guidance: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Euler steps with the plan's steps stochastic (:func:`~tdm_r1.method.sde.sde_step`).
+    """Euler steps with the plan's steps stochastic (:func:`~tdm_r1.losses.sde.sde_step`).
 
     Returns (latents (N, K+1, C, h, w) float32, log_probs (N, K) float32, NaN on ODE steps). The
     noise of step k for global sample i comes from ``plan.noise_seeds(k, [i])``.
     """
     from tdm_r1.flow import euler_step
-    from tdm_r1.method.sde import sde_step
+    from tdm_r1.losses.sde import sde_step
     from tdm_r1.seeds import rows_randn
 
     sig, msig = schedule.sigmas.float(), schedule.model_sigmas.float()

@@ -32,7 +32,7 @@ import torch
 from tdm_r1.config import dump_yaml, to_dict
 from tdm_r1.devices import peak_memory_mb
 from tdm_r1.errors import ConfigError
-from tdm_r1.method.advantages import group_advantages
+from tdm_r1.losses.advantages import group_advantages
 from tdm_r1.seeds import Stream, derive_seed
 from tdm_r1.train import checkpoint
 from tdm_r1.train.config import TrainConfig, check_world, trainable_steps
@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 
 class Trainer:
-    """Any registered training method on any :class:`~tdm_r1.models.base.FlowAdapter`.
+    """Any registered training method on any :class:`~tdm_r1.models.preset.FlowAdapter`.
 
     Use: ``Trainer(cfg).fit()`` (setup, resume, train, finalize), or the stages separately.
     """
@@ -77,7 +77,7 @@ class Trainer:
         check_world(cfg, self.acc.num_processes)
         self.world, self.rank, self.device = self.acc.num_processes, self.acc.process_index, self.acc.device
         # the method's incompatibilities with the config and the model preset, before anything loads
-        from tdm_r1.models.base import resolve_model
+        from tdm_r1.models.preset import resolve_model
         from tdm_r1.registry import METHODS
         from tdm_r1.train.model_check import check_model_recipe
 
@@ -110,7 +110,7 @@ class Trainer:
         """The teacher checked against the generator's preset, the adapter and the step schedule."""
         from accelerate.utils import set_seed
 
-        from tdm_r1.models.base import resolve_model
+        from tdm_r1.models.preset import resolve_model
 
         cfg, preset = self.cfg, self.preset
         if cfg.model.teacher is not None:

@@ -4,10 +4,10 @@ This module is the catalogue of the built-in methods. Each entry names, lazily (
 methods, parsing a config and ``tdmbench --help`` import no torch):
 
 - the plug-in class (``<method>.py``: the per-micro-batch update on top of the pure losses in
-  ``tdm_r1.method``);
+  ``tdm_r1.losses``);
 - its options dataclass (``<method>_config.py``), the config section ``method.<section>``;
 - whether it takes a reward, and the method trained instead without one;
-- its toy-world recipes per start model (``tdm_r1/presets/``), which ``tdmbench train`` defaults to
+- its toy-world recipes per start model (``tdm_r1/recipes/``), which ``tdmbench train`` defaults to
   and the arena trains.
 
 Every list of methods (CLI help, ``tdmbench ls methods``, config checks, the arena grid) is read

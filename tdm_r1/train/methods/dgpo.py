@@ -19,7 +19,7 @@ import torch
 
 from tdm_r1.errors import ConfigError
 from tdm_r1.flow import noised
-from tdm_r1.method.dgpo import denoising_errors, dgpo_loss, ema_ref_decay, train_step_indices
+from tdm_r1.losses.dgpo import denoising_errors, dgpo_loss, ema_ref_decay, train_step_indices
 from tdm_r1.seeds import Stream, rows_randn
 from tdm_r1.train.methods import common
 from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod, record

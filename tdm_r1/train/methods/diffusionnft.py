@@ -18,7 +18,7 @@ import torch
 
 from tdm_r1.errors import ConfigError
 from tdm_r1.flow import noised
-from tdm_r1.method.diffusionnft import diffusionnft_loss, old_policy_decay, optimality_probability
+from tdm_r1.losses.diffusionnft import diffusionnft_loss, old_policy_decay, optimality_probability
 from tdm_r1.seeds import Stream, generator, rows_randn
 from tdm_r1.train.methods import common
 from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod, record

@@ -21,9 +21,9 @@ from typing import Any
 import torch
 
 from tdm_r1.errors import ConfigError
-from tdm_r1.method.flow_grpo import flow_grpo_loss
-from tdm_r1.method.flow_grpo import train_steps as grpo_train_steps
-from tdm_r1.method.sde import SDE_KINDS, kl_scale, step_log_prob
+from tdm_r1.losses.flow_grpo import flow_grpo_loss
+from tdm_r1.losses.flow_grpo import train_steps as grpo_train_steps
+from tdm_r1.losses.sde import SDE_KINDS, kl_scale, step_log_prob
 from tdm_r1.seeds import Stream
 from tdm_r1.train.methods import common
 from tdm_r1.train.methods.base import GEN, Batch, Loop, RoleSpec, TrainingMethod, record

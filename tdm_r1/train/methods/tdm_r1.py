@@ -17,9 +17,9 @@ import torch
 
 from tdm_r1.flow import cfg as guide
 from tdm_r1.flow import euler_step, x0_from_v
-from tdm_r1.method.dgpo import denoising_errors
-from tdm_r1.method.losses import fake_score_loss, generator_loss, group_preference_sums, surrogate_loss
-from tdm_r1.method.noise import renoise, sample_sigma_above, surrogate_velocity_target
+from tdm_r1.losses.dgpo import denoising_errors
+from tdm_r1.losses.noise import renoise, sample_sigma_above, surrogate_velocity_target
+from tdm_r1.losses.tdm_r1 import fake_score_loss, generator_loss, group_preference_sums, surrogate_loss
 from tdm_r1.seeds import Stream, generator, rows_rand, rows_randn
 from tdm_r1.train.diagnostics import Diagnostics
 from tdm_r1.train.methods import common
