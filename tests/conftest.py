@@ -33,7 +33,7 @@ def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random SD3 pipeline saved to disk (trainer tests)."""
-    import trainkit
+    from tdm_r1.testing import trainkit
 
     return trainkit.tiny_pipeline_folder(tmp_path_factory.mktemp("tiny") / "pipe")
 
@@ -41,9 +41,8 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def registered(tiny_folder: Path):
     """The tiny pipeline registered as preset ``tiny-trainer`` and the ``test-brightness`` reward."""
-    import trainkit
-
     from tdm_r1.registry import MODELS, REWARDS
+    from tdm_r1.testing import trainkit
 
     names = trainkit.register(tiny_folder)
     yield tiny_folder

@@ -6,7 +6,7 @@ faster). Writes ``results/perf/eval.md``.
 
     python benchmarks/perf/eval.py                               # toy-4step on toy-geneval + toy-ocr
     python benchmarks/perf/eval.py --model toy-4step --benchmark toy-ocr --limit 50
-    python benchmarks/perf/eval.py --kit                         # the test kit (tests/evalkit.py)
+    python benchmarks/perf/eval.py --kit                         # the test kit (tdm_r1/testing/evalkit.py)
 
 ``--kit`` measures the runner on the tests' synthetic model and rewards (microseconds of work per
 image), i.e. the runner's own overhead; the toy suites give the figures that matter.
@@ -48,8 +48,7 @@ def main() -> None:
     from tdm_r1.plugins import load_plugins
 
     if args.kit:
-        sys.path.insert(0, str(REPO / "tests"))
-        args.plugin.append("evalkit:register")
+        args.plugin.append("tdm_r1.testing.evalkit:register")
         model = args.model or "kit-r1"
         benchmarks = args.benchmark or ["kit-geneval", "kit-bright"]
     else:
@@ -57,9 +56,8 @@ def main() -> None:
         benchmarks = args.benchmark or ["toy-geneval", "toy-ocr"]
     load_plugins(args.plugin)
     if args.kit:
-        from evalkit import kit_benchmarks
-
         from tdm_r1.registry import BENCHMARKS
+        from tdm_r1.testing.evalkit import kit_benchmarks
 
         for bench in kit_benchmarks():  # the same suites, scaled up
             bench.prompts.args["n"] = args.kit_prompts

@@ -13,7 +13,7 @@ in another order on this diffusers are put where they belong (and logged); other
 refused before anything is copied.
 
 Where the orders come from (the publisher's code, then the architecture built on the meta device
-with the real ``config.json``; ``tests/test_ema_layouts.py`` re-derives them):
+with the real ``config.json``; ``tests/models/test_ema_layouts.py`` re-derives them):
 
 * ``tdm-sd3.5-medium.lora``: TDM-R1 loads the TDM SD3.5 LoRA into its generator adapter ``tdm``
   (Luo-Yihong/TDM-R1@cc55d89, scripts/train_tdmr1_pub.py: ``LoraConfig(r=32, lora_alpha=64,

@@ -9,7 +9,7 @@ satisfy the ones its callers use:
 * :class:`TrainableFlowModel`: the trainer (rollouts, losses, LoRA roles, export).
 
 They are ``runtime_checkable``: ``isinstance(model, TrainableFlowModel)`` checks that every member
-exists (not the signatures; ``tests/test_models_sd3.py`` checks those of ``FlowAdapter``).
+exists (not the signatures; ``tests/models/test_sd3.py`` checks those of ``FlowAdapter``).
 
 Tensor conventions: latents (N, C, h, w); ``sigma`` (N,) or a scalar in [0, 1] with
 ``x_sigma = (1 - sigma) x0 + sigma noise``; velocities ``v = noise - x0``; images float32

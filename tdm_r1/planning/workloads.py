@@ -1,7 +1,7 @@
 """The traced workloads: the real transformer (any device), its LoRA roles, one step's inputs.
 
 Everything here runs unchanged on ``meta`` (the planner), on the CPU with real tensors (the
-validation in ``tests/test_planning.py``) and on a GPU (``benchmarks/perf/gpu_check.py``): the
+validation in ``tests/planning/test_planner.py``) and on a GPU (``benchmarks/perf/gpu_check.py``): the
 prediction and the measurement are the same program, only the device and the accounting differ.
 LoRA is applied with peft exactly as :class:`tdm_r1.models.roles.LoraRoles` does (one adapter per
 role, alpha = 2 r by default, fp32 weights), without going through the adapter, so no pipeline or

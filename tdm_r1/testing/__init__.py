@@ -2,5 +2,5 @@
 on-disk formats with random weights, and the configurations of the real models.
 
 Used by ``tests/`` and ``benchmarks/perf/`` only: no module of tdm_r1 outside this package imports
-it (``tests/test_architecture.py`` checks), so the product never depends on scaffolding.
+it (``tests/project/test_architecture.py`` checks), so the product never depends on scaffolding.
 """

@@ -1,6 +1,6 @@
 """Real-size transformers with random weights on the CPU: built fast, fingerprinted, measured.
 
-The pieces behind ``tests/test_real_arch_cpu.py`` (and :mod:`tdm_r1.testing.real_size_runs`):
+The pieces behind ``tests/models/test_real_arch_cpu.py`` (and :mod:`tdm_r1.testing.real_size_runs`):
 
 * :func:`random_transformer`: the released configuration (:mod:`tdm_r1.models.architectures`) built
   on the meta device (parameters only: buffers such as SD3's sin-cos position table are computed as
