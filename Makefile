@@ -30,7 +30,7 @@ test: setup
 	$(PY) -m pytest
 
 # The `slow` tests (deselected by `make test`), e.g. the full SD3.5-Medium / Z-Image transformers with
-# random bf16 weights on the CPU (tests/test_real_arch_cpu.py alone: ~7 min on 2 shared cores, peak
+# random bf16 weights on the CPU (tests/models/test_real_arch_cpu.py alone: ~7 min on 2 shared cores, peak
 # 13.4 GiB). TDMBENCH_PERF_OUT=results/perf/real_arch_cpu.md records their time and peak memory there.
 test-slow: setup
 	$(PY) -m pytest -m slow
@@ -57,4 +57,4 @@ $(MMDET_VENV)/.installed: pyproject.toml
 	touch $@
 
 test-mmdet: $(MMDET_VENV)/.installed
-	nice -n 10 $(MMDET_VENV)/bin/python -m pytest -m mmdet tests/test_reward_geneval_mmdet.py
+	nice -n 10 $(MMDET_VENV)/bin/python -m pytest -m mmdet tests/rewards/test_geneval_mmdet.py

@@ -7,7 +7,7 @@ Small, deterministic PIL drawings for the README's interim demo::
         --metadata examples/sample_images/metadata.jsonl --out results/sample_scores.csv
 
 Each row of metadata.jsonl carries the prompt and, in ``expected_ocr``, the OCR reward that the
-default engine (RapidOCR) gives the image (checked by tests/test_samples.py).
+default engine (RapidOCR) gives the image (checked by tests/rewards/test_sample_images.py).
 """
 
 from __future__ import annotations

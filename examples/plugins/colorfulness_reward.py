@@ -1,6 +1,6 @@
 """A reward from outside the package: the colourfulness of an image (Hasler & Suesstrunk, 2003).
 
-The walk-through of docs/extending.md ("Add a reward"), run by tests/test_extending.py. With the
+The walk-through of docs/extending.md ("Add a reward"), run by tests/project/test_extending.py. With the
 opponent channels rg = R - G and yb = (R + G) / 2 - B of every pixel (values in [0, 1]), the metric
 is ``M = sqrt(std(rg)^2 + std(yb)^2) + 0.3 * sqrt(mean(rg)^2 + mean(yb)^2)`` (Hasler & Suesstrunk,
 "Measuring colourfulness in natural images", SPIE 5007, 2003, eq. 3 with its parameter 0.3; they

@@ -1,6 +1,6 @@
 """A training method from outside the package: reward-weighted regression (RWR) on the generator.
 
-The walk-through of docs/extending.md ("Add an RL method"), run by tests/test_method_plugin.py.
+The walk-through of docs/extending.md ("Add an RL method"), run by tests/train/test_method_plugin.py.
 RWR (Peters & Schaal, ICML 2007; for text-to-image models: Lee et al., arXiv:2302.12192) regresses
 the model onto its own samples, each weighted by ``exp(advantage / beta)``: flow matching on the
 rollout's final latents x0 at one of the generator's own noise levels, so better-than-average

@@ -1,6 +1,6 @@
 """A model preset from outside the package: the toy teacher sampled with 8 Euler steps.
 
-The walk-through of docs/extending.md ("Add a model"), run by tests/test_extending.py. A preset is
+The walk-through of docs/extending.md ("Add a model"), run by tests/project/test_extending.py. A preset is
 a name for weights plus how to sample them; this one reuses the toy teacher's weights with a short
 schedule (8 steps x CFG 5 = 16 NFE), the kind of few-step baseline a leaderboard compares against.
 A new architecture is a model *family* instead (``tdm_r1.models.families.register_family``).

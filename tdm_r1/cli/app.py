@@ -143,17 +143,9 @@ def main(
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if plugin or os.environ.get("TDMBENCH_PLUGINS"):
-        from tdm_r1.errors import user_error_message
         from tdm_r1.plugins import load_env_plugins
 
-        try:
-            load_env_plugins(plugin or [])
-        except Exception as exc:
-            message = None if _DEBUG["on"] else user_error_message(exc)
-            if message is None:
-                raise
-            typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(code=2) from exc
+        friendly_errors(load_env_plugins)(plugin or [])
 
 
 def parse_reward_options(items: list[str]) -> dict[str, dict[str, Any]]:
