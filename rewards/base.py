@@ -129,6 +129,9 @@ class Reward:
         return out
 
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]]) -> RewardOutput:
+        """Score a batch: ``images`` (N, 3, H, W) RGB in [0, 1], one prompt and one metadata dict per
+        image -> :class:`RewardOutput` with (N,) float32 scores (a NaN needs a reason in the details).
+        Call the reward itself (``reward(images=..., prompts=...)``): it checks shapes around this."""
         raise NotImplementedError
 
     def version_suffix(self) -> str:
@@ -197,6 +200,7 @@ class WeightedSum(Reward):
             reward.check_metadata(metadata)
 
     def score(self, images: torch.Tensor, prompts: list[str], metadata: list[dict[str, Any]]) -> RewardOutput:
+        """The weighted sum of the member rewards' scores; each member's scores are kept as details."""
         n = images.shape[0]
         total = torch.zeros(n, dtype=torch.float32)
         details: dict[str, Any] = {}

@@ -33,6 +33,7 @@ class Job:
 
     @property
     def filename(self) -> str:
+        """``<prompt index>_<image index>.png`` (zero-padded: folders sort in generation order)."""
         return f"{self.record.index:05d}_{self.image_index:02d}.png"
 
 

@@ -51,6 +51,7 @@ class Pooled:
 
     @property
     def significant(self) -> bool | None:
+        """Whether the 95% interval excludes 0 (None when there is no interval, e.g. one seed)."""
         if math.isnan(self.ci_low) or math.isnan(self.ci_high):
             return None
         return self.ci_low > 0 or self.ci_high < 0

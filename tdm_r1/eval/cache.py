@@ -223,6 +223,7 @@ class ScoreCache:
         )
 
     def path(self, key: str) -> Path:
+        """Where the score of ``key`` is (or would be) stored."""
         return self.root / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> ScoreEntry | None:

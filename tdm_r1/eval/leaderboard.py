@@ -126,9 +126,11 @@ class Leaderboard:
     skipped: list[str] = field(default_factory=list)
 
     def measured(self) -> pd.DataFrame:
+        """The rows measured here (from results/), not copied from a publication."""
         return self.table[self.table["kind"] == "measured"]
 
     def reported(self) -> pd.DataFrame:
+        """The rows reported by publications (results/published.csv), with their sources."""
         return self.table[self.table["kind"] == "reported"]
 
 

@@ -62,6 +62,7 @@ class Delta:
 
 
 def unpaired(delta: float, reason: str) -> Delta:
+    """A delta that could not be paired (no CI): the plain difference of means and the reason."""
     nan = float("nan")
     return Delta(delta, nan, nan, 0, UNPAIRED, reason)
 

@@ -245,10 +245,12 @@ class LabelDB:
             )
 
     def meta(self) -> dict[str, str]:
+        """The database's key-value metadata (schema version, creation, ...)."""
         return {r["key"]: r["value"] for r in self.query("SELECT key, value FROM meta")}
 
     @property
     def run(self) -> str:
+        """The training run this database labels for ("" for a free-standing one)."""
         return self.meta().get("run", "")
 
     def _check_run(self, run: str) -> None:

@@ -46,6 +46,7 @@ class Conditioning:
 
     @property
     def device(self) -> torch.device:
+        """The device the embeddings are on."""
         return self.embeds.device
 
     @property

@@ -79,6 +79,7 @@ class EmaLayout:
     source: str = ""
 
     def check(self) -> None:
+        """Raise :class:`ShapeError` unless the recorded parameter names match their sha256."""
         if names_digest(self.names) != self.sha256:
             raise ShapeError(
                 f"EMA layout {self.key}: its names do not match the recorded sha256 {self.sha256[:16]}... "

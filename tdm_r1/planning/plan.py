@@ -59,6 +59,8 @@ class Estimate:
 
     @property
     def peak_memory_gib(self) -> float:
+        """Predicted peak GPU memory: the traced allocation peak x the allocator's fragmentation
+        allowance, plus the CUDA context."""
         return self.allocated_gib * FRAGMENTATION + CUDA_CONTEXT_GIB
 
     def seconds(self, gpu: GpuSpec) -> tuple[float, float]:
@@ -68,6 +70,7 @@ class Estimate:
         return compute, moved / (gpu.bandwidth_tbs * 1e12 * ACHIEVED_BANDWIDTH)
 
     def fits(self, gpu: GpuSpec) -> bool:
+        """Whether the predicted peak fits in ``gpu``'s memory."""
         return self.peak_memory_gib <= gpu.memory_gib
 
 

@@ -285,6 +285,7 @@ class Tracer:
 
     @contextmanager
     def run(self) -> Iterator[Trace]:
+        """Trace the block's work (fake tensors, memory tracked); the yielded :class:`Trace` fills in."""
         with self.semantics, self.memory:
             self._base = self.memory.refresh()
             yield self.result

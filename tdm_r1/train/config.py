@@ -265,6 +265,7 @@ class TrainConfig:
 
     @property
     def distill(self) -> bool:
+        """A config without rewards: TDM distillation (the surrogate and the reward are off)."""
         return not self.rewards
 
     @property

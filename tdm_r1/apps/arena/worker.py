@@ -113,6 +113,8 @@ def checkpoint_folder(run_dir: Path, epoch: int, last_epoch: int) -> Path:
 
 
 def run(config: Path, names: dict[int, str], suites: list[str], results: Path, batch_size: int) -> None:
+    """Train one cell from its resolved ``config`` (resuming), then evaluate each exported
+    checkpoint (epoch -> model name in ``names``) on ``suites`` into ``results``."""
     from tdm_r1.eval.runner import evaluate
     from tdm_r1.models.preset import load_preset_file
     from tdm_r1.train.config import load_train_config

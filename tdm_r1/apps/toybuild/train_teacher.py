@@ -99,6 +99,7 @@ class ToyModules:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) latents -> (N, 3, H, W) images in [0, 1] (the toy VAE's scaling and shift)."""
         z = latents / self.vae.config.scaling_factor + self.vae.config.shift_factor
         return ((self.vae.decode(z).sample + 1) / 2).clamp(0, 1)
 

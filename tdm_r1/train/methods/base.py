@@ -97,10 +97,22 @@ class Loop(Protocol):
     schedule: Any  # the training rollout's FlowSchedule
     reward: Any  # the reward (None without one)
 
-    def seed(self, stream: Stream | str, *keys: int) -> int: ...
-    def row_seeds(self, stream: Stream | str, keys: tuple[int, ...], rows: list[int]) -> list[int]: ...
-    def backward(self, loss: torch.Tensor, role: str) -> None: ...
-    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor: ...
+    def seed(self, stream: Stream | str, *keys: int) -> int:
+        """The seed of one draw of ``stream`` (a :class:`Stream` or a plug-in's own name) in this
+        epoch, keyed by ``keys``: the same on every process and for every batching."""
+        ...
+
+    def row_seeds(self, stream: Stream | str, keys: tuple[int, ...], rows: list[int]) -> list[int]:
+        """One seed per row (global sample or group index): ``seed(stream, *keys, row)``."""
+        ...
+
+    def backward(self, loss: torch.Tensor, role: str) -> None:
+        """Backpropagate ``loss`` into ``role``, scaled for gradient accumulation."""
+        ...
+
+    def all_reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum of ``t`` over processes (``t`` itself with one process)."""
+        ...
 
 
 class TrainingMethod:
