@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from tdm_r1.errors import ConfigError, ShapeError
+from tdm_r1.models.lora_files import find_lora_files, normalise_lora_key, read_state_dict
 from tdm_r1.models.lora_report import LoraLoadReport, check_names
 
 if TYPE_CHECKING:
@@ -388,7 +389,7 @@ class LoraRoles(Sequence[str]):
         or mis-shaped tensors raise :class:`ShapeError` (one line) before anything is copied.
         """
         path = Path(path)
-        weights_file, config = _find_lora_files(path)
+        weights_file, config = find_lora_files(path)
         if name not in self._cfg:
             if config is None:
                 raise ShapeError(
@@ -401,8 +402,8 @@ class LoraRoles(Sequence[str]):
                 target_modules=list(config["target_modules"]),
                 init="gaussian",
             )
-        state = _read_state_dict(weights_file)
-        state = {_normalise_lora_key(k, name): v for k, v in state.items()}
+        state = read_state_dict(weights_file)
+        state = {normalise_lora_key(k, name): v for k, v in state.items()}
         expected = {file_key(n, name): p for n, p in role_tensors(self.transformer, name)}
         check_names(expected, state, source=str(weights_file), role=name)
         bad = [
@@ -418,46 +419,3 @@ class LoraRoles(Sequence[str]):
             for k, p in expected.items():
                 p.copy_(state[k].to(device=p.device, dtype=p.dtype))
         return self._report(name, f"LoRA {weights_file}", len(expected))
-
-
-def _find_lora_files(path: Path) -> tuple[Path, dict[str, Any] | None]:
-    if path.is_dir():
-        for candidate in (
-            "adapter_model.safetensors",
-            "pytorch_lora_weights.safetensors",
-            "adapter_model.bin",
-        ):
-            if (path / candidate).is_file():
-                weights = path / candidate
-                break
-        else:
-            raise ShapeError(
-                f"{path}: no adapter_model.safetensors (or pytorch_lora_weights.safetensors) inside"
-            )
-        config_path = path / "adapter_config.json"
-    else:
-        if not path.is_file():
-            raise ShapeError(f"LoRA path {path} does not exist")
-        weights, config_path = path, path.parent / "adapter_config.json"
-    config = json.loads(config_path.read_text()) if config_path.is_file() else None
-    return weights, config
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ShapeError(f"{path}: expected a state dict, got {type(state).__name__}")
-    return state
-
-
-def _normalise_lora_key(key: str, name: str) -> str:
-    for prefix in ("base_model.model.", "transformer."):
-        if key.startswith(prefix):
-            key = key[len(prefix) :]
-    for part in (f".{name}.", ".default."):
-        key = key.replace(part, ".")
-    return key
