@@ -30,6 +30,21 @@ def shared_data(monkeypatch: pytest.MonkeyPatch) -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture
+def sd35_train_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The working folder is tmp_path and holds stand-ins for the SD3.5 recipes' train prompts files
+    (``data/ocr/train.txt``, ``data/geneval/train_metadata.jsonl``: not redistributed; a dry run
+    checks that they exist)."""
+    monkeypatch.chdir(tmp_path)
+    for rel, text in (
+        ("data/ocr/train.txt", "a sign that says OPEN\n"),
+        ("data/geneval/train_metadata.jsonl", '{"prompt": "a photo of a cat", "tag": "single_object"}\n'),
+    ):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    return tmp_path
+
+
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random SD3 pipeline saved to disk (trainer tests)."""

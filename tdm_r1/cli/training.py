@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from tdm_r1.cli.app import DeviceOpt, RewardOpt, SetOpt, app, friendly_errors, toy_app
+from tdm_r1.errors import TdmError
 
 # ------------------------------------------------------------------------------- train / distill
 NumProcOpt = Annotated[
@@ -63,29 +64,36 @@ def run_training(
     inside = in_distributed_launch()
     check_world(cfg, 1 if inside else num_processes)
     _note_negative_weights(cfg.rewards)
-    if dry_run:
-        from tdm_r1.rewards.base import check_reward_options
-        from tdm_r1.train.config import dry_run as check_all
+    if dry_run or (num_processes > 1 and not inside):
+        from tdm_r1.train.preflight import dry_run as preflight
 
-        summary = check_all(cfg, num_processes)
-        if cfg.rewards:  # every option against its reward's signature: what the run would refuse
-            check_reward_options(cfg.rewards, cfg.reward_options)
-        typer.echo(summary)
-        return
+        summary = preflight(cfg, num_processes)  # once, in this process: before any child or run folder
+        if dry_run:
+            typer.echo(summary)
+            return
     if num_processes > 1 and not inside:
         from tdm_r1.cli.relaunch import global_argv
+        from tdm_r1.train import checkpoint
         from tdm_r1.train.resume import write_run_config
 
+        had_checkpoint = checkpoint.complete(cfg.run_dir() / "checkpoints")
         path = write_run_config(cfg)
-        launch(
-            num_processes,
-            [*global_argv(ctx), "train", "--config", str(path)],
-            what="training run",
-            resume_hint=(
-                f"Checkpoints are in {cfg.run_dir()}: rerun the same command, or "
-                f"`tdmbench train --config {path} --num-processes {num_processes}`, to resume."
-            ),
-        )
+        try:
+            launch(
+                num_processes,
+                [*global_argv(ctx), "train", "--config", str(path)],
+                what="training run",
+                resume_hint="",
+            )
+        except TdmError as exc:
+            if checkpoint.complete(cfg.run_dir() / "checkpoints"):
+                raise TdmError(
+                    f"{exc} Checkpoints are in {cfg.run_dir()}: rerun the same command, or "
+                    f"`tdmbench train --config {path} --num-processes {num_processes}`, to resume."
+                ) from exc
+            if not had_checkpoint:
+                _forget_empty_run(cfg.run_dir())
+            raise TdmError(f"{exc} Nothing was trained (no checkpoint was written).") from exc
         return
     from tdm_r1.train.trainer import Trainer
 
@@ -95,6 +103,19 @@ def run_training(
     typer.echo(
         f"final model: {run / 'final' / 'preset.json'} ({name}: tdmbench eval --model {run / 'final'})"
     )
+
+
+def _forget_empty_run(run_dir: Path) -> None:
+    """Remove a run folder a failed launch created and left with nothing but its config."""
+    leftovers = (
+        [p for p in run_dir.rglob("*") if p.is_file() and p.name != "config.yaml"]
+        if run_dir.is_dir()
+        else [1]
+    )
+    if not leftovers:
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _note_negative_weights(rewards: dict[str, float]) -> None:

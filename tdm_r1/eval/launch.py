@@ -26,7 +26,7 @@ def in_distributed_launch() -> bool:
 
 
 def launch(
-    num_processes: int, cli_args: list[str], *, what: str = "evaluation", resume_hint: str = ""
+    num_processes: int, cli_args: list[str], *, what: str = "evaluation", resume_hint: str | None = None
 ) -> None:
     """Run ``tdmbench <cli_args>`` in ``num_processes`` processes and wait for them.
 
@@ -49,7 +49,11 @@ def launch(
     log.info("launching %d processes: %s", num_processes, " ".join(cmd))
     proc = subprocess.run(cmd, env=env, check=False)
     if proc.returncode != 0:
-        hint = resume_hint or "Finished images and scores are cached: rerun the same command to resume."
+        hint = (
+            "Finished images and scores are cached: rerun the same command to resume."
+            if resume_hint is None
+            else resume_hint
+        )
         raise TdmError(
-            f"the {num_processes}-process {what} failed (exit code {proc.returncode}); see the messages above. {hint}"
+            f"the {num_processes}-process {what} failed (exit code {proc.returncode}); see the messages above. {hint}".rstrip()
         )

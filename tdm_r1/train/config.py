@@ -441,33 +441,3 @@ def load_train_config(
         overrides=overrides or [],
         flags=flags or {},
     )
-
-
-def dry_run(cfg: TrainConfig, world_size: int) -> str:
-    """Everything a run checks before loading a model, without loading one: the batch shapes over
-    ``world_size`` processes, the generator / teacher names, the reward names and the prompts
-    source. Returns a short summary; raises :class:`ConfigError` / ``UnknownNameError``."""
-    from tdm_r1.models.preset import resolve_model
-    from tdm_r1.registry import METHODS, REWARDS
-    from tdm_r1.train.model_check import check_model_recipe
-
-    check_world(cfg, world_size)
-    model = resolve_model(cfg.model.name)
-    check_model_recipe(cfg, model)
-    METHODS.get(cfg.method_name).check(cfg, model)
-    teacher = resolve_model(cfg.model.teacher).name if cfg.model.teacher else "the model's base"
-    rewards = {REWARDS.canonical(name): w for name, w in cfg.rewards.items()}
-    unknown = sorted(set(cfg.reward_options) - set(cfg.rewards) - set(rewards))
-    if unknown:
-        raise ConfigError(
-            f"reward_options for {unknown}, which are not among the rewards {sorted(cfg.rewards)}"
-        )
-    n, mb = cfg.samples_per_epoch, cfg.method.micro_batch
-    what = ", ".join(f"{k}={v:g}" for k, v in rewards.items()) or "none (TDM distillation)"
-    data = f"toy grammar {cfg.data.toy_tasks}" if cfg.data.source == "toy" else f"file {cfg.data.path}"
-    return (
-        f"config OK ({cfg.name}, method {cfg.method_name}): {cfg.rollout.prompts_per_epoch} prompts x {cfg.rollout.group_size} images = "
-        f"{n} samples per epoch, {n // mb} micro-batches of {mb} ({mb // world_size} per process x "
-        f"{world_size}); generator {model.name}, teacher {teacher}; rewards {what}; prompts: {data}; "
-        f"run folder {cfg.run_dir()}"
-    )

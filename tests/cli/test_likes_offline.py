@@ -20,7 +20,7 @@ runner = CliRunner()
 
 
 def test_labels_resolve_to_the_offline_likes_reward(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import tdm_r1.train.config as config
+    import tdm_r1.train.preflight as config
 
     monkeypatch.setenv("TDMBENCH_RUNS", str(tmp_path / "runs"))
     db = tmp_path / "likes.sqlite"

@@ -19,14 +19,15 @@ METHODS = ("tdm-r1", "distill", "flow-grpo", "diffusionnft", "dgpo")
 
 
 @pytest.fixture
-def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sd35_train_prompts: Path) -> Path:
+    """Runs under tmp_path, the working folder, which has the SD3.5 recipes' prompts stand-ins."""
     monkeypatch.setenv("TDMBENCH_RUNS", str(tmp_path / "runs"))
     return tmp_path / "runs"
 
 
 def _resolved(monkeypatch: pytest.MonkeyPatch, args: list[str]):
     """(CLI output, the TrainConfig the dry run checked)."""
-    import tdm_r1.train.config as config
+    import tdm_r1.train.preflight as config
 
     seen = []
     real = config.dry_run

@@ -39,8 +39,9 @@ def test_a_pipeline_folder_loaded_directly_conditions_on_the_family_length(tiny_
 
 def test_recipe_and_preset_lengths_must_agree_before_anything_loads(monkeypatch: pytest.MonkeyPatch) -> None:
     from tdm_r1.models.preset import ModelPreset, register_preset
-    from tdm_r1.train.config import dry_run, load_train_config
+    from tdm_r1.train.config import load_train_config
     from tdm_r1.train.model_check import check_model_recipe
+    from tdm_r1.train.preflight import dry_run
 
     def no_loading(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was loaded before the recipe was checked")
